@@ -1,0 +1,1 @@
+"""sc-assets: single-cell RNA-seq ingestion as Dagster software-defined assets."""

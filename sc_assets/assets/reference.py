@@ -1,0 +1,58 @@
+"""``reference_genes``: the gene list every sample is compared with, pinned once."""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
+
+from sc_assets.core import CountMatrixError
+from sc_assets.core.genes import read_features_file, read_sample_genes
+from sc_assets.core.qc import MT_PREFIX
+from sc_assets.core.validation import gene_list_hash
+from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
+from sc_assets.resources import SampleInbox
+
+
+@asset(
+    io_manager_key="gene_list_io_manager",
+    group_name="single_cell",
+    kinds={"text"},
+    code_version="1",
+    description=(
+        "The reference gene list (one symbol per line, made unique) that the gene_set check "
+        "compares every sample with. From the configured features file "
+        "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first readable sample in "
+        "partition-key order. Materialized once and then pinned, so every sample is compared "
+        "with the same list whatever order the runs finish in; re-materialize it to re-pin."
+    ),
+)
+def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Output[list[str]]:
+    skipped: list[str] = []
+    if inbox.reference_genes_file:
+        genes = read_features_file(inbox.reference_genes_file)
+        source = inbox.reference_genes_file
+    else:
+        keys = sorted(context.instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+        if not keys:
+            raise Failure("No sample partitions yet: register samples before pinning genes.")
+        for key in keys:
+            try:
+                genes = read_sample_genes(inbox.sample_file(key))
+            except (CountMatrixError, FileNotFoundError) as error:
+                context.log.warning(f"{key} cannot serve as gene reference: {error}")
+                skipped.append(key)
+                continue
+            source = f"sample {key}"
+            break
+        else:
+            raise Failure(f"None of the {len(keys)} samples is readable; cannot pin genes.")
+    return Output(
+        genes,
+        metadata={
+            "source": source,
+            "n_genes": len(genes),
+            "n_mt_genes": sum(g.startswith(MT_PREFIX) for g in genes),
+            "genes_hash": gene_list_hash(genes),
+            "first_genes": MetadataValue.json(genes[:10]),
+            "skipped_samples": MetadataValue.json(skipped),
+        },
+    )

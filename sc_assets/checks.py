@@ -1,0 +1,134 @@
+"""Asset checks: their specs, and core validation outcomes turned into AssetCheckResults.
+
+What counts as a failure is decided in :mod:`sc_assets.core.validation`; this module only
+names the checks for Dagster and carries the outcome's numbers into check metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+from sc_assets.core.validation import CheckOutcome, Severity
+from sc_assets.partitions import samples_partitions
+
+SAMPLE_ADATA = AssetKey("sample_adata")
+MERGED_ADATA = AssetKey("merged_adata")
+
+#: Per-sample checks: name -> (description, severity). ERROR checks block the merge.
+SAMPLE_CHECKS: Mapping[str, tuple[str, Severity]] = {
+    "cell_count": (
+        "Number of cells within the configured bounds (default 100 to 100,000): catches an "
+        "empty or failed library and an unfiltered Cell Ranger matrix.",
+        Severity.ERROR,
+    ),
+    "gene_set": (
+        "Genes identical, in name and order, to the pinned reference gene list "
+        "(reference_genes): an inner-join merge would otherwise drop genes silently.",
+        Severity.ERROR,
+    ),
+    "sparsity": (
+        "X is a CSR matrix and at least the configured fraction of its values (default 90%) "
+        "is zero, as raw single-cell counts are.",
+        Severity.ERROR,
+    ),
+    "count_integrity": (
+        'Counts are finite, non-negative whole numbers, layers["counts"] equals X, and '
+        "barcodes are unique.",
+        Severity.ERROR,
+    ),
+    "empty_cells": ("Cells with zero total counts (a warning, with the number).", Severity.WARN),
+    "mt_genes": (
+        "Mitochondrial (MT-) genes are present; without them pct_counts_mt means nothing "
+        "(a warning).",
+        Severity.WARN,
+    ),
+}
+
+#: Checks on the merged data, all ERROR.
+MERGED_CHECKS: Mapping[str, str] = {
+    "cell_count": "Number of cells equals the sum over the samples merged (table per sample).",
+    "gene_set": "Genes equal every merged sample's genes (same names, same order).",
+    "sparsity": "X is CSR and at least the configured fraction of values is zero.",
+    "counts_layer": 'layers["counts"] equals X: same nnz, same sum, same checksum.',
+    "unique_obs_names": "Every cell name (<sample>-<barcode>) is unique.",
+}
+
+BLOCKING_SAMPLE_CHECKS = tuple(
+    name for name, (_, severity) in SAMPLE_CHECKS.items() if severity is Severity.ERROR
+)
+
+
+def sample_check_specs() -> list[AssetCheckSpec]:
+    """Specs of the per-sample checks, partitioned like ``sample_adata``."""
+    return [
+        AssetCheckSpec(
+            name,
+            asset=SAMPLE_ADATA,
+            description=f"[{severity.value}] {description}",
+            blocking=severity is Severity.ERROR,
+            partitions_def=samples_partitions,
+        )
+        for name, (description, severity) in SAMPLE_CHECKS.items()
+    ]
+
+
+def merged_check_specs() -> list[AssetCheckSpec]:
+    """Specs of the checks on ``merged_adata``."""
+    return [
+        AssetCheckSpec(name, asset=MERGED_ADATA, description=f"[ERROR] {description}")
+        for name, description in MERGED_CHECKS.items()
+    ]
+
+
+def to_check_result(outcome: CheckOutcome, asset_key: AssetKey) -> AssetCheckResult:
+    """An AssetCheckResult carrying the outcome's description, key number and metadata."""
+    metadata: dict[str, Any] = {"summary": MetadataValue.text(outcome.summary)}
+    metadata.update({key: to_metadata_value(value) for key, value in outcome.metadata.items()})
+    return AssetCheckResult(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=(
+            AssetCheckSeverity.ERROR
+            if outcome.severity is Severity.ERROR
+            else AssetCheckSeverity.WARN
+        ),
+        description=outcome.description,
+        metadata=metadata,
+    )
+
+
+def to_metadata_value(value: Any) -> Any:
+    """Plain values as Dagster metadata; lists of dicts become tables, lists become JSON."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return table_metadata(value)
+    if isinstance(value, (list, tuple)):
+        return MetadataValue.json([str(v) for v in value])
+    return value
+
+
+def table_metadata(rows: list[dict[str, Any]]) -> MetadataValue:
+    """A table metadata value whose columns are the keys of the first row."""
+    columns = list(rows[0])
+    type_names = {bool: "bool", int: "int", float: "float"}
+    schema = TableSchema(
+        columns=[
+            TableColumn(name, type_names.get(type(rows[0][name]), "string")) for name in columns
+        ]
+    )
+    return MetadataValue.table(
+        records=[TableRecord({name: row[name] for name in columns}) for row in rows],
+        schema=schema,
+    )

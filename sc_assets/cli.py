@@ -1,0 +1,138 @@
+"""``sc-assets``: demo data, headless ingestion and reports from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sc_assets.dagster_home import ensure_dagster_home
+
+if TYPE_CHECKING:
+    from sc_assets.ingest import IngestReport, RunOutcome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sc-assets`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sc-assets",
+        description="Single-cell count matrices as Dagster assets: demo data, ingest, report.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo-data", help="write realistic synthetic GSE174609-style sample files"
+    )
+    demo.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    demo.add_argument("--scale", type=float, default=1.0, help="cells per sample x F (1.0)")
+    demo.add_argument("--samples", type=int, default=12, help="number of samples (12)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.set_defaults(run=_demo_data)
+
+    ingest = commands.add_parser(
+        "ingest", help="materialize every sample in the data folder, then the merge"
+    )
+    ingest.add_argument("--data-dir", type=Path, help="input folder (SC_ASSETS_DATA_DIR)")
+    ingest.add_argument("--storage-dir", help="output root (SC_ASSETS_STORAGE_DIR)")
+    ingest.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="parallel sample runs (cores)"
+    )
+    ingest.set_defaults(run=_ingest)
+
+    report = commands.add_parser(
+        "report", help="write Markdown and HTML reports of the latest check results"
+    )
+    report.add_argument("--out", type=Path, default=Path("reports"), help="folder (reports/)")
+    report.set_defaults(run=_report)
+
+    home = commands.add_parser(
+        "init-home", help="create DAGSTER_HOME (.dagster_home/) with a default dagster.yaml"
+    )
+    home.set_defaults(run=lambda args: _init_home() and 0)
+    return parser
+
+
+def _init_home() -> Path:
+    """Make sure DAGSTER_HOME is set (default ``.dagster_home``) and holds a dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
+    os.environ["DAGSTER_HOME"] = str(home)
+    return ensure_dagster_home(home)
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from sc_assets.core.demo import write_demo_series
+
+    paths = write_demo_series(args.out_dir, scale=args.scale, samples=args.samples, seed=args.seed)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from sc_assets.ingest import configure_environment
+
+    configure_environment(args.data_dir, args.storage_dir)
+    _init_home()
+
+    from dagster import DagsterInstance
+
+    from sc_assets.ingest import ingest
+    from sc_assets.settings import Settings
+
+    settings = Settings.from_env()
+    with DagsterInstance.get() as instance:
+        report = ingest(settings.data_dir, instance, workers=args.workers)
+    print(_ingest_table(report))
+    return 0 if report.ok else 1
+
+
+def _ingest_table(report: IngestReport) -> str:
+    header = ("sample", "cells", "genes", "sparsity", "median UMIs", "status")
+    outcomes = [(sample.partition_key or "", sample) for sample in report.samples]
+    if report.merge is not None:
+        outcomes.append(("merged_adata", report.merge))
+    rows = [header] + [_table_row(name, outcome) for name, outcome in outcomes]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+        for row in rows
+    ]
+    lines += [f"ignored {name}: {reason}" for name, reason in report.ignored_files]
+    return "\n".join(lines)
+
+
+def _table_row(name: str, outcome: RunOutcome) -> tuple[str, ...]:
+    s = outcome.summary
+    formats = (
+        ("n_obs", "{:,}"),
+        ("n_vars", "{:,}"),
+        ("sparsity", "{:.1%}"),
+        ("median_total_counts", "{:,.0f}"),
+    )
+    cells = [fmt.format(s[key]) if key in s else "-" for key, fmt in formats]
+    return (name, *cells, outcome.status)
+
+
+def _report(args: argparse.Namespace) -> int:
+    _init_home()
+    from dagster import DagsterInstance
+
+    from sc_assets.report import write_report
+
+    with DagsterInstance.get() as instance:
+        result = write_report(instance, args.out)
+    print(f"wrote {result.markdown_path} and {result.html_path}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Read one per-sample count-matrix file into an annotated AnnData."""
+
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import pandas as pd
+
+from sc_assets.core._csv_parser import parse_count_matrix
+from sc_assets.core.genes import unique_gene_names
+from sc_assets.core.names import parse_sample_name
+from sc_assets.core.qc import annotate_sample
+
+
+def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
+    """Read a GEO per-sample count matrix (genes x cells, gzipped CSV) as cells x genes AnnData.
+
+    Parameters
+    ----------
+    path
+        A file named like ``GSM5320459_Ctrl1_count_matrix.csv.gz``: header row of cell
+        barcodes, one row per gene, non-negative integer counts.
+
+    Returns
+    -------
+    AnnData with ``X`` a CSR float32 matrix of the raw counts (int32 indices), ``obs_names`` the
+    barcodes, ``var_names`` the gene symbols made unique (a repeated symbol gets ``-1``,
+    ``-2``... in file order, as ``AnnData.var_names_make_unique`` does), sample metadata and QC
+    metrics in ``obs``, ``var["mt"]`` and ``layers["counts"]`` (see :func:`annotate_sample`).
+
+    Raises
+    ------
+    SampleNameError
+        If the file name does not follow the GEO naming convention.
+    CountMatrixError
+        If the file is not a well-formed matrix of non-negative integer counts; the message
+        names the file, the line and the problem.
+    """
+    sample = parse_sample_name(path)
+    parsed = parse_count_matrix(path)
+    adata = ad.AnnData(
+        X=parsed.X,
+        obs=pd.DataFrame(index=pd.Index(parsed.barcodes, dtype=object)),
+        var=pd.DataFrame(index=pd.Index(unique_gene_names(parsed.genes), dtype=object)),
+    )
+    return annotate_sample(adata, sample)

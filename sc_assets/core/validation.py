@@ -1,0 +1,329 @@
+"""Validation outcomes: what counts as a failure, and the numbers that explain it.
+
+Each function here is pure: it takes an AnnData (or the summary of a merge) and thresholds
+and returns a :class:`CheckOutcome`. The Dagster asset checks, the CLI report and the tests all
+use these same functions, so "what failed and why" is decided in exactly one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from sc_assets.core.qc import COUNTS_LAYER, MT_PREFIX
+
+#: How many offending names or values a check lists in its metadata.
+EXAMPLES = 10
+
+
+class Severity(StrEnum):
+    """How bad a failed check is. ``ERROR`` checks keep a sample out of the merge."""
+
+    ERROR = "ERROR"
+    WARN = "WARN"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Configurable limits of the checks (defaults documented in the README)."""
+
+    min_cells: int = 100
+    """Fewer cells than this is an empty or failed library."""
+    max_cells: int = 100_000
+    """More cells than this is an unfiltered Cell Ranger matrix dropped in by mistake."""
+    min_zero_fraction: float = 0.90
+    """A count matrix denser than this is not a single-cell count matrix."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """The result of one check on one sample (or on the merged data)."""
+
+    name: str
+    """Check name, e.g. ``"gene_set"``."""
+    passed: bool
+    severity: Severity
+    """Severity when the check fails."""
+    summary: str
+    """The key number, short enough for a report cell, e.g. ``"9,413 cells"``."""
+    description: str
+    """One or two sentences a person can act on."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Numbers, thresholds and offending names: ``int``, ``float``, ``bool``, ``str``,
+    ``list[str]`` or a table as ``list[dict]``."""
+
+    @property
+    def status(self) -> str:
+        """``"pass"``, ``"fail"`` (an ERROR check failed) or ``"warn"``."""
+        if self.passed:
+            return "pass"
+        return "fail" if self.severity is Severity.ERROR else "warn"
+
+
+def gene_list_hash(genes: Sequence[str]) -> str:
+    """A short, order-sensitive fingerprint of a gene list (first 16 hex digits of SHA-256)."""
+    digest = hashlib.sha256("\n".join(genes).encode()).hexdigest()
+    return digest[:16]
+
+
+# --- per-sample checks ---------------------------------------------------------------------
+
+
+def cell_count_outcome(n_obs: int, thresholds: Thresholds = Thresholds()) -> CheckOutcome:
+    """Number of cells within ``[min_cells, max_cells]``."""
+    lo, hi = thresholds.min_cells, thresholds.max_cells
+    passed = lo <= n_obs <= hi
+    if passed:
+        description = f"{n_obs:,} cells, within [{lo:,}, {hi:,}]."
+    elif n_obs < lo:
+        description = (
+            f"Only {n_obs:,} cells, fewer than the minimum of {lo:,}: an empty or failed library?"
+        )
+    else:
+        description = (
+            f"{n_obs:,} cells, more than the maximum of {hi:,}: an unfiltered matrix "
+            "(raw_feature_bc_matrix) instead of the filtered one?"
+        )
+    return CheckOutcome(
+        name="cell_count",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=f"{n_obs:,} cells",
+        description=description,
+        metadata={"n_cells": n_obs, "min_cells": lo, "max_cells": hi},
+    )
+
+
+def gene_set_outcome(
+    genes: Sequence[str], reference: Sequence[str], *, reference_name: str = "reference"
+) -> CheckOutcome:
+    """Genes identical to the reference list: same names, same order."""
+    genes = list(genes)
+    reference = list(reference)
+    passed = genes == reference
+    in_genes, in_ref = set(genes), set(reference)
+    missing = [g for g in reference if g not in in_genes]
+    extra = [g for g in genes if g not in in_ref]
+    if passed:
+        description = f"All {len(genes):,} genes match the {reference_name} list, in order."
+    elif missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing):,} genes missing (first: {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra):,} extra genes (first: {', '.join(extra[:3])})")
+        description = (
+            f"{' and '.join(parts)} compared with the {reference_name} list of "
+            f"{len(reference):,} genes: an inner join would drop genes silently."
+        )
+    else:
+        first = next(i for i, (a, b) in enumerate(zip(genes, reference, strict=True)) if a != b)
+        description = (
+            f"Same {len(genes):,} genes as the {reference_name} list but in another order "
+            f"(first difference at position {first:,}: {genes[first]!r} vs {reference[first]!r})."
+        )
+    n_missing, n_extra = len(missing), len(extra)
+    summary = "identical" if passed else f"{n_missing:,} missing, {n_extra:,} extra"
+    if not passed and not (missing or extra):
+        summary = "order differs"
+    return CheckOutcome(
+        name="gene_set",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=summary,
+        description=description,
+        metadata={
+            "n_genes": len(genes),
+            "n_reference_genes": len(reference),
+            "n_missing": n_missing,
+            "n_extra": n_extra,
+            "first_missing": missing[:EXAMPLES],
+            "first_extra": extra[:EXAMPLES],
+            "genes_hash": gene_list_hash(genes),
+            "reference_hash": gene_list_hash(reference),
+            "reference": reference_name,
+        },
+    )
+
+
+def sparsity_outcome(
+    *,
+    is_csr: bool,
+    n_nonzero: int,
+    shape: tuple[int, int],
+    thresholds: Thresholds = Thresholds(),
+) -> CheckOutcome:
+    """``X`` stored as CSR and at least ``min_zero_fraction`` of its entries zero."""
+    size = shape[0] * shape[1]
+    zero_fraction = 1.0 - n_nonzero / size if size else 1.0
+    dense_enough = zero_fraction >= thresholds.min_zero_fraction
+    passed = is_csr and dense_enough
+    problems = []
+    if not is_csr:
+        problems.append("X is not a CSR sparse matrix")
+    if not dense_enough:
+        problems.append(
+            f"only {zero_fraction:.1%} of the values are zero, below the minimum of "
+            f"{thresholds.min_zero_fraction:.0%}: a dense or imputed matrix, not raw counts?"
+        )
+    description = (
+        f"X is CSR with {zero_fraction:.2%} zeros (minimum {thresholds.min_zero_fraction:.0%})."
+        if passed
+        else "; ".join(problems).capitalize() + "."
+    )
+    return CheckOutcome(
+        name="sparsity",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=f"{zero_fraction:.1%} zeros",
+        description=description,
+        metadata={
+            "zero_fraction": round(zero_fraction, 6),
+            "min_zero_fraction": thresholds.min_zero_fraction,
+            "is_csr": is_csr,
+            "nnz": n_nonzero,
+        },
+    )
+
+
+def matrix_sparsity_outcome(X: Any, thresholds: Thresholds = Thresholds()) -> CheckOutcome:
+    """:func:`sparsity_outcome` for an in-memory matrix (sparse or dense)."""
+    n_nonzero = int(X.count_nonzero()) if sp.issparse(X) else int(np.count_nonzero(X))
+    return sparsity_outcome(
+        is_csr=sp.issparse(X) and X.format == "csr",
+        n_nonzero=n_nonzero,
+        shape=X.shape,
+        thresholds=thresholds,
+    )
+
+
+def count_integrity_outcome(adata: ad.AnnData) -> CheckOutcome:
+    """Counts finite, non-negative, whole; ``layers["counts"]`` equals ``X``; barcodes unique."""
+    values = _stored_values(adata.X)
+    non_finite = ~np.isfinite(values)
+    negative = values < 0
+    with np.errstate(invalid="ignore"):
+        non_integer = np.isfinite(values) & (values != np.round(values))
+    counts = adata.layers.get(COUNTS_LAYER)
+    layer_equal = counts is not None and _matrices_equal(adata.X, counts)
+    duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()
+
+    problems = []
+    if non_finite.any():
+        problems.append(f"{int(non_finite.sum()):,} NaN or infinite values")
+    if negative.any():
+        problems.append(f"{int(negative.sum()):,} negative values")
+    if non_integer.any():
+        examples = ", ".join(repr(float(v)) for v in values[non_integer][:3])
+        problems.append(f"{int(non_integer.sum()):,} non-integer values (e.g. {examples})")
+    if counts is None:
+        problems.append('no layers["counts"]')
+    elif not layer_equal:
+        problems.append('layers["counts"] differs from X')
+    if len(duplicated):
+        problems.append(
+            f"{len(duplicated):,} duplicated barcodes (first: {', '.join(duplicated[:3])})"
+        )
+    passed = not problems
+    description = (
+        'All counts are finite non-negative integers, layers["counts"] equals X and the '
+        f"{adata.n_obs:,} barcodes are unique."
+        if passed
+        else "Raw counts cannot be trusted: " + "; ".join(problems) + "."
+    )
+    return CheckOutcome(
+        name="count_integrity",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary="ok" if passed else "; ".join(problems),
+        description=description,
+        metadata={
+            "n_non_finite": int(non_finite.sum()),
+            "n_negative": int(negative.sum()),
+            "n_non_integer": int(non_integer.sum()),
+            "counts_layer_present": counts is not None,
+            "counts_layer_equals_X": bool(layer_equal),
+            "n_duplicated_barcodes": len(duplicated),
+            "first_duplicated_barcodes": [str(b) for b in duplicated[:EXAMPLES]],
+        },
+    )
+
+
+def empty_cells_outcome(adata: ad.AnnData) -> CheckOutcome:
+    """Cells whose total count is zero (a warning: they carry no information)."""
+    totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    n_empty = int((totals == 0).sum())
+    return CheckOutcome(
+        name="empty_cells",
+        passed=n_empty == 0,
+        severity=Severity.WARN,
+        summary=f"{n_empty:,} empty",
+        description=(
+            "No cell has zero total counts."
+            if n_empty == 0
+            else f"{n_empty:,} of {adata.n_obs:,} cells have zero total counts."
+        ),
+        metadata={
+            "n_empty_cells": n_empty,
+            "first_empty_cells": [str(b) for b in adata.obs_names[totals == 0][:EXAMPLES]],
+        },
+    )
+
+
+def mt_genes_outcome(genes: Sequence[str]) -> CheckOutcome:
+    """Mitochondrial (``MT-``) genes present (a warning: without them pct_counts_mt means 0)."""
+    mt = [g for g in genes if g.startswith(MT_PREFIX)]
+    return CheckOutcome(
+        name="mt_genes",
+        passed=bool(mt),
+        severity=Severity.WARN,
+        summary=f"{len(mt)} MT- genes",
+        description=(
+            f"{len(mt)} mitochondrial genes ({', '.join(mt[:3])}...)."
+            if mt
+            else "No MT- genes: pct_counts_mt is 0 for every cell and says nothing."
+        ),
+        metadata={"n_mt_genes": len(mt), "mt_genes": mt[:20]},
+    )
+
+
+def sample_outcomes(
+    adata: ad.AnnData,
+    reference_genes: Sequence[str],
+    thresholds: Thresholds = Thresholds(),
+    *,
+    reference_name: str = "reference",
+) -> list[CheckOutcome]:
+    """All per-sample checks, in a fixed order."""
+    genes = list(adata.var_names)
+    return [
+        cell_count_outcome(adata.n_obs, thresholds),
+        gene_set_outcome(genes, reference_genes, reference_name=reference_name),
+        matrix_sparsity_outcome(adata.X, thresholds),
+        count_integrity_outcome(adata),
+        empty_cells_outcome(adata),
+        mt_genes_outcome(genes),
+    ]
+
+
+def _stored_values(X: Any) -> np.ndarray:
+    return np.asarray(X.data if sp.issparse(X) else X).ravel()
+
+
+def _matrices_equal(a: Any, b: Any) -> bool:
+    if a.shape != b.shape:
+        return False
+    if sp.issparse(a) and sp.issparse(b):
+        return (a != b).nnz == 0
+    return bool(np.array_equal(_dense(a), _dense(b)))
+
+
+def _dense(m: Any) -> np.ndarray:
+    return m.toarray() if sp.issparse(m) else np.asarray(m)

@@ -1,0 +1,38 @@
+"""The one Definitions object of the sc_assets code location."""
+
+from dagster import Definitions
+
+from sc_assets.assets import merged_adata, reference_genes, sample_adata
+from sc_assets.io_managers import GeneListIOManagerFactory, H5adIOManagerFactory
+from sc_assets.jobs import merge_job, reference_job, sample_job
+from sc_assets.resources import CheckThresholds, SampleInbox
+from sc_assets.settings import Settings
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    """Definitions wired to ``settings`` (the code location uses the environment's)."""
+    thresholds = settings.thresholds
+    return Definitions(
+        assets=[reference_genes, sample_adata, merged_adata],
+        jobs=[reference_job, sample_job, merge_job],
+        resources={
+            "inbox": SampleInbox(
+                data_dir=str(settings.data_dir),
+                reference_genes_file=(
+                    str(settings.reference_genes) if settings.reference_genes else None
+                ),
+            ),
+            "check_thresholds": CheckThresholds(
+                min_cells=thresholds.min_cells,
+                max_cells=thresholds.max_cells,
+                min_zero_fraction=thresholds.min_zero_fraction,
+            ),
+            "h5ad_io_manager": H5adIOManagerFactory(
+                base_dir=settings.storage_dir, compression=settings.h5ad_compression
+            ),
+            "gene_list_io_manager": GeneListIOManagerFactory(base_dir=settings.storage_dir),
+        },
+    )
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,189 @@
+"""Headless ingestion: register every sample file, materialize it, then merge.
+
+Each sample is its own Dagster run on the persistent instance (so the UI shows them later),
+executed in a pool of worker processes that import the code location once and then take one
+partition after another: both cores are busy and the ~3 s import of Dagster + scanpy is paid
+once per worker, not once per sample.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+
+from sc_assets.core import SampleNameError, parse_sample_name
+from sc_assets.core.validation import Severity
+from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
+from sc_assets.sample_status import root_cause_message
+
+SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run did, in plain values (a run result object cannot cross processes)."""
+
+    partition_key: str | None
+    success: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    failed_checks: dict[str, str] = field(default_factory=dict)
+    """ERROR check name -> description."""
+    warnings: dict[str, str] = field(default_factory=dict)
+    """WARN check name -> description."""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_checks
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return f"ERROR: {self.error}"
+        if self.failed_checks:
+            return "FAILED: " + "; ".join(f"{k}: {v}" for k, v in self.failed_checks.items())
+        if self.warnings:
+            return "ok (warn: " + ", ".join(self.warnings) + ")"
+        return "ok"
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """Everything ``sc-assets ingest`` did."""
+
+    samples: list[RunOutcome]
+    ignored_files: list[tuple[str, str]]
+    """(file name, reason) for files in the folder that are not sample files."""
+    merge: RunOutcome | None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            all(sample.ok for sample in self.samples) and self.merge is not None and self.merge.ok
+        )
+
+
+def scan_sample_files(data_dir: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Partition key -> file for every valid sample file, and the files that are not.
+
+    Hidden files (``.name``) are skipped silently: they are temporary or system files.
+    """
+    valid: dict[str, Path] = {}
+    ignored: list[tuple[str, str]] = []
+    for path in sorted(data_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            valid[parse_sample_name(path.name).partition_key] = path
+        except SampleNameError as error:
+            ignored.append((path.name, str(error)))
+    return valid, ignored
+
+
+def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> IngestReport:
+    """Ingest every sample file of ``data_dir`` and merge them.
+
+    Registers a ``samples`` partition per valid file, pins the reference gene list if it was
+    never pinned, materializes every sample in ``workers`` processes, then materializes
+    ``merged_adata`` (which refuses, naming them, if any sample failed).
+    """
+    from sc_assets.definitions import defs
+
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: the data folder does not exist")
+    files, ignored = scan_sample_files(data_dir)
+    known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+    new_keys = [key for key in files if key not in known]
+    if new_keys:
+        instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
+
+    if files and instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
+        reference = _outcome(
+            defs.resolve_job_def("pin_reference_genes").execute_in_process(
+                instance=instance, raise_on_error=False
+            ),
+            None,
+        )
+        if not reference.success:
+            failed = [RunOutcome(key, False, error=reference.error) for key in files]
+            return IngestReport(failed, ignored, merge=None)
+
+    samples = _run_samples(list(files), workers)
+    merge = _outcome(
+        defs.resolve_job_def("merge_samples").execute_in_process(
+            instance=instance, raise_on_error=False
+        ),
+        None,
+    )
+    return IngestReport(samples, ignored, merge)
+
+
+def _run_samples(keys: Sequence[str], workers: int) -> list[RunOutcome]:
+    if not keys:
+        return []
+    # spawn, not fork: the parent already holds Dagster's threads and SQLite connections.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(keys)), mp_context=context) as pool:
+        return list(pool.map(run_sample, keys))
+
+
+def run_sample(partition_key: str) -> RunOutcome:
+    """Materialize one ``sample_adata`` partition in this process (a worker of the pool)."""
+    from sc_assets.definitions import defs
+
+    result = defs.resolve_job_def("ingest_sample").execute_in_process(
+        partition_key=partition_key, instance=_worker_instance(), raise_on_error=False
+    )
+    return _outcome(result, partition_key)
+
+
+_instance: DagsterInstance | None = None
+
+
+def _worker_instance() -> DagsterInstance:
+    global _instance
+    if _instance is None:
+        _instance = DagsterInstance.get()
+    return _instance
+
+
+def _outcome(result: ExecuteInProcessResult, partition_key: str | None) -> RunOutcome:
+    summary: dict[str, Any] = {}
+    for materialization in result.get_asset_materialization_events():
+        metadata = materialization.materialization.metadata
+        summary = {key: metadata[key].value for key in SUMMARY_KEYS if key in metadata}
+    failed, warnings = {}, {}
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            continue
+        target = failed if evaluation.severity.value == Severity.ERROR else warnings
+        target[evaluation.check_name] = evaluation.description or "failed"
+    errors = [
+        root_cause_message(event.step_failure_data.error)
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data.error is not None
+    ]
+    return RunOutcome(
+        partition_key=partition_key,
+        success=result.success,
+        summary=summary,
+        failed_checks=failed,
+        warnings=warnings,
+        error="; ".join(errors) or (None if result.success else "run failed"),
+    )
+
+
+def configure_environment(data_dir: Path | None, storage_dir: str | None) -> None:
+    """Point this process and the workers it starts at the given folders (CLI flags)."""
+    if data_dir is not None:
+        os.environ["SC_ASSETS_DATA_DIR"] = str(data_dir.absolute())
+    if storage_dir is not None:
+        absolute = storage_dir if "://" in storage_dir else str(Path(storage_dir).absolute())
+        os.environ["SC_ASSETS_STORAGE_DIR"] = absolute

@@ -1,0 +1,140 @@
+"""IO managers: AnnData as ``.h5ad`` and gene lists as ``.txt``, on any universal-pathlib root.
+
+Files live at ``<root>/sample_adata/<partition>.h5ad``, ``<root>/merged_adata.h5ad`` and
+``<root>/reference_genes.txt``. The root is a local folder by default and may be an object
+store URL: storage is a deployment choice, not a code change. Writes are atomic: a local file is
+written under a temporary name in the same folder and renamed; an object-store file is uploaded
+only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+from dagster import (
+    ConfigurableIOManagerFactory,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    UPathIOManager,
+)
+from dagster._core.storage.upath_io_manager import escape_dotdot_segments, escape_leading_slash
+from upath import UPath
+
+from sc_assets.core.atomic import atomic_path
+
+#: ``AssetIn(metadata={LOAD_AS_PATH: True})`` makes the h5ad IO manager hand over paths instead
+#: of loading AnnData objects (the out-of-core merge reads the files itself).
+LOAD_AS_PATH = "sc_assets/load_as_path"
+
+
+@dataclass
+class DeferredH5ad:
+    """An ``.h5ad`` produced by a function that writes it, instead of an in-memory AnnData.
+
+    Return it from an asset whose result does not fit in memory: the IO manager calls
+    ``write(path, compression)`` with a temporary path and its compression setting, moves the
+    finished file into place, keeps what ``write`` returned in ``result`` (for the asset to use
+    once the output is stored) and adds ``describe(result)`` to the output metadata.
+    """
+
+    write: Callable[[Path, str | None], Any]
+    describe: Callable[[Any], Mapping[str, Any]] = lambda result: {}
+    result: Any = field(default=None, init=False)
+
+
+class H5adIOManager(UPathIOManager):
+    """Stores ``anndata.AnnData`` (or a :class:`DeferredH5ad`) as ``.h5ad`` files."""
+
+    extension = ".h5ad"
+
+    def __init__(self, base_path: UPath, compression: str | None = None) -> None:
+        super().__init__(base_path=base_path)
+        self.compression = compression
+
+    def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
+        # Partition keys are validated names already; escape anyway so that no key can ever
+        # address a file outside the asset's folder.
+        return base_path / escape_dotdot_segments(escape_leading_slash(partition))
+
+    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
+        if not isinstance(obj, (ad.AnnData, DeferredH5ad)):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()}: expected AnnData or DeferredH5ad, "
+                f"got {type(obj).__name__}"
+            )
+        metadata: dict[str, Any] = {}
+        with staged_write(path) as tmp:
+            if isinstance(obj, DeferredH5ad):
+                obj.result = obj.write(tmp, self.compression)
+                metadata.update(obj.describe(obj.result))
+            else:
+                obj.write_h5ad(tmp, compression=self.compression)
+            metadata["bytes"] = MetadataValue.int(tmp.stat().st_size)
+        context.add_output_metadata(metadata)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+        if (context.definition_metadata or {}).get(LOAD_AS_PATH):
+            return path
+        if _is_local(path):
+            return ad.read_h5ad(path.path)
+        with path.open("rb") as f:
+            return ad.read_h5ad(f)
+
+
+class GeneListIOManager(UPathIOManager):
+    """Stores a list of gene symbols as a text file, one per line (readable, diffable)."""
+
+    extension = ".txt"
+
+    def dump_to_path(self, context: OutputContext, obj: list[str], path: UPath) -> None:
+        with staged_write(path) as tmp:
+            tmp.write_text("".join(f"{gene}\n" for gene in obj), encoding="utf-8")
+
+    def load_from_path(self, context: InputContext, path: UPath) -> list[str]:
+        return path.read_text(encoding="utf-8").splitlines()
+
+
+@contextlib.contextmanager
+def staged_write(path: UPath) -> Iterator[Path]:
+    """A local temporary path whose content replaces ``path`` atomically once complete."""
+    if _is_local(path):
+        with atomic_path(path.path) as tmp:
+            yield tmp
+        return
+    with tempfile.TemporaryDirectory(prefix="sc-assets-") as folder:
+        tmp = Path(folder) / path.name
+        yield tmp
+        # Object stores publish an object only when its upload completes.
+        path.fs.put_file(os.fspath(tmp), path.path)
+
+
+def _is_local(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
+class H5adIOManagerFactory(ConfigurableIOManagerFactory):
+    """``.h5ad`` storage under ``base_dir`` (a folder or an object-store URL)."""
+
+    base_dir: str
+    compression: str = "none"
+
+    def create_io_manager(self, context) -> H5adIOManager:
+        compression = None if self.compression == "none" else self.compression
+        return H5adIOManager(UPath(self.base_dir), compression=compression)
+
+
+class GeneListIOManagerFactory(ConfigurableIOManagerFactory):
+    """Gene-list storage under ``base_dir`` (a folder or an object-store URL)."""
+
+    base_dir: str
+
+    def create_io_manager(self, context) -> GeneListIOManager:
+        return GeneListIOManager(base_path=UPath(self.base_dir))

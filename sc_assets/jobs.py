@@ -1,0 +1,25 @@
+"""Jobs: the units the CLI, the sensor and the schedule launch."""
+
+from dagster import AssetSelection, define_asset_job
+
+from sc_assets.assets import merged_adata, reference_genes, sample_adata
+from sc_assets.partitions import samples_partitions
+
+reference_job = define_asset_job(
+    "pin_reference_genes",
+    selection=AssetSelection.assets(reference_genes),
+    description="Pin the reference gene list that the gene_set check compares samples with.",
+)
+
+sample_job = define_asset_job(
+    "ingest_sample",
+    selection=AssetSelection.assets(sample_adata),
+    partitions_def=samples_partitions,
+    description="Read, annotate and check one sample (one partition per run).",
+)
+
+merge_job = define_asset_job(
+    "merge_samples",
+    selection=AssetSelection.assets(merged_adata),
+    description="Stream every checked sample into merged_adata and check the result.",
+)

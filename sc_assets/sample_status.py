@@ -1,0 +1,102 @@
+"""What the Dagster instance knows about each sample: materialized? which checks failed?
+
+The merge uses it to keep failed samples out; the CLI report uses it to show every check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from dagster._core.event_api import PartitionKeyFilter  # not re-exported by dagster 1.13
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._utils.error import SerializableErrorInfo
+
+from sc_assets.checks import BLOCKING_SAMPLE_CHECKS, SAMPLE_ADATA
+
+
+@dataclass(frozen=True)
+class SampleStatus:
+    """Whether one sample may enter the merge, and if not, why."""
+
+    partition_key: str
+    materialized: bool
+    failed_checks: Mapping[str, str] = field(default_factory=dict)
+    """ERROR check name -> its description, for checks that failed on the latest data."""
+    unchecked: tuple[str, ...] = ()
+    """ERROR checks with no result for the latest materialization (e.g. a crashed run)."""
+
+    @property
+    def blocked(self) -> bool:
+        return not self.materialized or bool(self.failed_checks) or bool(self.unchecked)
+
+    @property
+    def reason(self) -> str:
+        """One line naming what keeps the sample out of the merge ("" when nothing does)."""
+        if not self.materialized:
+            return "never materialized (its last run failed or has not run)"
+        parts = [f"{name} failed: {text}" for name, text in self.failed_checks.items()]
+        if self.unchecked:
+            parts.append(f"not checked: {', '.join(self.unchecked)}")
+        return "; ".join(parts)
+
+
+def latest_check_evaluations(
+    instance: DagsterInstance,
+    asset_key: AssetKey,
+    check_names: Iterable[str],
+    partition_key: str | None = None,
+) -> dict[str, AssetCheckEvaluation]:
+    """The latest evaluation of each named check (of one partition, if given)."""
+    keys = [AssetCheckKey(asset_key, name) for name in check_names]
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        keys, partition_filter=PartitionKeyFilter(key=partition_key)
+    )
+    return {
+        key.name: record.evaluation
+        for key, record in records.items()
+        if record.status is not AssetCheckExecutionRecordStatus.PLANNED
+        and record.evaluation is not None
+    }
+
+
+def sample_statuses(
+    instance: DagsterInstance, partition_keys: Iterable[str]
+) -> dict[str, SampleStatus]:
+    """The merge status of each sample partition, from its latest materialization and checks."""
+    keys = list(partition_keys)
+    latest_materialization = instance.get_latest_storage_id_by_partition(
+        SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    )
+    statuses = {}
+    for key in keys:
+        storage_id = latest_materialization.get(key)
+        if storage_id is None:
+            statuses[key] = SampleStatus(key, materialized=False)
+            continue
+        evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, BLOCKING_SAMPLE_CHECKS, key)
+        failed, unchecked = {}, []
+        for name in BLOCKING_SAMPLE_CHECKS:
+            evaluation = evaluations.get(name)
+            target = evaluation.target_materialization_data if evaluation else None
+            if evaluation is None or target is None or target.storage_id != storage_id:
+                unchecked.append(name)
+            elif not evaluation.passed:
+                failed[name] = evaluation.description or "failed"
+        statuses[key] = SampleStatus(key, True, failed, tuple(unchecked))
+    return statuses
+
+
+def root_cause_message(error: SerializableErrorInfo) -> str:
+    """The innermost error's message: the user's exception, not Dagster's wrapper of it.
+
+    ``"sc_assets.core.errors.CountMatrixError: <file>, line 3: ..."`` becomes
+    ``"<file>, line 3: ..."``: the message already says what is wrong.
+    """
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    prefix, sep, rest = message.partition(": ")
+    return rest if sep and "." in prefix and " " not in prefix else message
