@@ -2,10 +2,13 @@
 
 from dagster import Definitions
 
-from sc_assets.assets import merged_adata, reference_genes, sample_adata
+from sc_assets.assets import merged_adata, raw_count_matrix, reference_genes, sample_adata
+from sc_assets.automation import build_merge_automation_sensor
 from sc_assets.io_managers import GeneListIOManagerFactory, H5adIOManagerFactory
-from sc_assets.jobs import merge_job, reference_job, sample_job
+from sc_assets.jobs import merge_job, reference_job, reingest_job, sample_job
 from sc_assets.resources import CheckThresholds, SampleInbox
+from sc_assets.schedules import build_nightly_reingest
+from sc_assets.sensors import build_new_samples_sensor
 from sc_assets.settings import Settings
 
 
@@ -13,8 +16,13 @@ def build_definitions(settings: Settings) -> Definitions:
     """Definitions wired to ``settings`` (the code location uses the environment's)."""
     thresholds = settings.thresholds
     return Definitions(
-        assets=[reference_genes, sample_adata, merged_adata],
-        jobs=[reference_job, sample_job, merge_job],
+        assets=[raw_count_matrix, reference_genes, sample_adata, merged_adata],
+        jobs=[reference_job, sample_job, merge_job, reingest_job],
+        sensors=[
+            build_new_samples_sensor(settings.sensor_interval_seconds),
+            build_merge_automation_sensor(settings.sensor_interval_seconds),
+        ],
+        schedules=[build_nightly_reingest(settings.reingest_cron, settings.timezone)],
         resources={
             "inbox": SampleInbox(
                 data_dir=str(settings.data_dir),

@@ -18,7 +18,7 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from sc_assets.core import SampleNameError, parse_sample_name
+from sc_assets.core.inbox import scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.sample_status import root_cause_message
@@ -70,23 +70,6 @@ class IngestReport:
         )
 
 
-def scan_sample_files(data_dir: Path) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-    """Partition key -> file for every valid sample file, and the files that are not.
-
-    Hidden files (``.name``) are skipped silently: they are temporary or system files.
-    """
-    valid: dict[str, Path] = {}
-    ignored: list[tuple[str, str]] = []
-    for path in sorted(data_dir.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        try:
-            valid[parse_sample_name(path.name).partition_key] = path
-        except SampleNameError as error:
-            ignored.append((path.name, str(error)))
-    return valid, ignored
-
-
 def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> IngestReport:
     """Ingest every sample file of ``data_dir`` and merge them.
 
@@ -98,7 +81,9 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
 
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: the data folder does not exist")
-    files, ignored = scan_sample_files(data_dir)
+    scan = scan_inbox(data_dir)
+    files = scan.samples
+    ignored = [(name, file.reason) for name, file in scan.ignored.items()]
     known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
     new_keys = [key for key in files if key not in known]
     if new_keys:

@@ -3,7 +3,6 @@
 from dagster import AssetSelection, define_asset_job
 
 from sc_assets.assets import merged_adata, reference_genes, sample_adata
-from sc_assets.partitions import samples_partitions
 
 reference_job = define_asset_job(
     "pin_reference_genes",
@@ -14,7 +13,6 @@ reference_job = define_asset_job(
 sample_job = define_asset_job(
     "ingest_sample",
     selection=AssetSelection.assets(sample_adata),
-    partitions_def=samples_partitions,
     description="Read, annotate and check one sample (one partition per run).",
 )
 
@@ -22,4 +20,13 @@ merge_job = define_asset_job(
     "merge_samples",
     selection=AssetSelection.assets(merged_adata),
     description="Stream every checked sample into merged_adata and check the result.",
+)
+
+reingest_job = define_asset_job(
+    "reingest",
+    selection=AssetSelection.assets(sample_adata, merged_adata),
+    description=(
+        "The nightly_reingest schedule's target: a sample partition or, without a partition, "
+        "the merge (each run selects one of the two)."
+    ),
 )

@@ -1,6 +1,5 @@
 """``merged_adata``: all samples in one AnnData, streamed from the per-sample files on disk."""
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from dagster import (
 )
 from upath import UPath
 
+from sc_assets.automation import merge_when_samples_settle
 from sc_assets.checks import merged_check_specs, table_metadata, to_check_result
 from sc_assets.core import parse_partition_key
 from sc_assets.core.merge import MergeSummary, merge_h5ad
@@ -27,6 +27,7 @@ from sc_assets.sample_status import sample_statuses
 
 @asset(
     ins={"sample_adata": AssetIn(metadata={LOAD_AS_PATH: True})},
+    automation_condition=merge_when_samples_settle,
     check_specs=merged_check_specs(),
     io_manager_key="h5ad_io_manager",
     group_name="single_cell",

@@ -1,6 +1,5 @@
 """``sample_adata``: one annotated AnnData per sample partition, checked as it is built."""
 
-from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
@@ -13,8 +12,9 @@ from dagster import (
     asset,
 )
 
+from sc_assets.assets.raw import raw_count_matrix
 from sc_assets.checks import sample_check_specs, to_check_result
-from sc_assets.core import read_count_matrix
+from sc_assets.core.reading import read_count_matrix
 from sc_assets.core.plots import qc_plot_png
 from sc_assets.core.qc import adata_summary
 from sc_assets.core.validation import sample_outcomes
@@ -24,6 +24,7 @@ from sc_assets.resources import CheckThresholds, SampleInbox
 
 @asset(
     partitions_def=samples_partitions,
+    deps=[raw_count_matrix],
     check_specs=sample_check_specs(),
     io_manager_key="h5ad_io_manager",
     group_name="single_cell",

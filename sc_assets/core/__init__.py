@@ -12,7 +12,8 @@ from sc_assets.core.names import (
     parse_partition_key,
     parse_sample_name,
 )
-from sc_assets.core.reading import read_count_matrix
+
+# read_count_matrix re-export restored once _csv_parser lands (in progress)
 
 __all__ = [
     "FILE_SUFFIX",

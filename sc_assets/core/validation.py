@@ -176,7 +176,7 @@ def sparsity_outcome(
     description = (
         f"X is CSR with {zero_fraction:.2%} zeros (minimum {thresholds.min_zero_fraction:.0%})."
         if passed
-        else "; ".join(problems).capitalize() + "."
+        else _sentence("; ".join(problems))
     )
     return CheckOutcome(
         name="sparsity",
@@ -313,6 +313,11 @@ def sample_outcomes(
     ]
 
 
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def _stored_values(X: Any) -> np.ndarray:
     return np.asarray(X.data if sp.issparse(X) else X).ravel()
 
@@ -321,6 +326,13 @@ def _matrices_equal(a: Any, b: Any) -> bool:
     if a.shape != b.shape:
         return False
     if sp.issparse(a) and sp.issparse(b):
+        if a.format == b.format == "csr" and a.has_canonical_format and b.has_canonical_format:
+            # Same structure, same values: three array comparisons, no sparse temporaries.
+            return (
+                np.array_equal(a.indptr, b.indptr)
+                and np.array_equal(a.indices, b.indices)
+                and np.array_equal(a.data, b.data, equal_nan=True)
+            )
         return (a != b).nnz == 0
     return bool(np.array_equal(_dense(a), _dense(b)))
 

@@ -1,0 +1,130 @@
+"""``new_samples_sensor``: ingest files as they land in the input folder.
+
+Each tick lists the folder once, looks only at files whose inode changed since the last tick
+(see :func:`sc_assets.core.inbox.inbox_changes`), waits for files still being written, hashes
+the ready ones and compares the hash with the last observed data version of
+``raw_count_matrix``: a new or changed content gets a ``samples`` partition (if new), an
+observation and exactly one ``ingest_sample`` run; a file copied over with the same bytes gets
+nothing. Invalid names and vanished sources are logged once and never become partitions.
+"""
+
+
+import time
+from dataclasses import replace
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from sc_assets.core.inbox import InboxCursor, content_hash, inbox_changes, scan_inbox
+from sc_assets.jobs import reference_job, sample_job
+from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
+from sc_assets.resources import SampleInbox
+from sc_assets.sources import observed_sources, source_observation
+
+#: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
+#: one tick hash gigabytes.
+MAX_FILES_PER_TICK = 100
+
+
+def build_new_samples_sensor(interval_seconds: int):
+    """The sensor, ticking every ``interval_seconds`` (``SC_ASSETS_SENSOR_INTERVAL``)."""
+
+    @sensor(
+        name="new_samples_sensor",
+        jobs=[sample_job, reference_job],
+        minimum_interval_seconds=interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            "Watches SC_ASSETS_DATA_DIR: a new or changed GSM*_count_matrix.csv.gz gets a "
+            "samples partition and one ingest_sample run (run key = content hash). Hidden, "
+            "partial (.part/.tmp), still-growing and badly named files are not ingested; "
+            "bad names are reported once."
+        ),
+    )
+    def new_samples_sensor(context: SensorEvaluationContext, inbox: SampleInbox) -> SensorResult:
+        instance = context.instance
+        known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+        changes = inbox_changes(
+            scan_inbox(inbox.data_dir),
+            InboxCursor.from_json(context.cursor),
+            known_keys=known,
+            now_ns=time.time_ns(),
+            settle_ns=interval_seconds * 1_000_000_000,
+            max_ready=MAX_FILES_PER_TICK,
+        )
+        notes = [f"ignored {f.name}: {f.reason}" for f in changes.new_ignored]
+        notes += [
+            f"source of {key} is missing: partition and its last sample_adata are kept"
+            for key in changes.newly_missing
+        ]
+        notes += [f"{f.path.name} is still being written" for f in changes.settling]
+        cursor = changes.cursor
+
+        new_keys = [f.partition_key for f in changes.ready if f.partition_key not in known]
+        if instance.get_latest_materialization_event(AssetKey("reference_genes")) is None and (
+            changes.ready or known
+        ):
+            # Samples are compared with the pinned reference: pin it first, ingest next tick.
+            first = min([*known, *new_keys])
+            held = {f.partition_key: f.signature for f in changes.ready}
+            cursor = replace(cursor, settling={**cursor.settling, **held})
+            return _result(
+                context,
+                notes + ["pinning reference_genes before ingesting samples"],
+                run_requests=[
+                    RunRequest(run_key=f"reference_genes:{first}", job_name=reference_job.name)
+                ],
+                new_keys=new_keys,
+                cursor=cursor,
+            )
+
+        previous = observed_sources(instance, [f.partition_key for f in changes.ready])
+        run_requests, observations = [], []
+        for file in changes.ready:
+            try:
+                sha256 = content_hash(file.path)
+            except OSError as error:  # vanished or unreadable since the scan: next tick
+                notes.append(f"cannot read {file.path.name}: {error}")
+                continue
+            if (seen := previous.get(file.partition_key)) and seen.sha256 == sha256:
+                notes.append(f"{file.path.name} unchanged (same content): nothing to do")
+                continue
+            observations.append(source_observation(file, sha256))
+            run_requests.append(
+                RunRequest(
+                    run_key=f"{file.partition_key}:{sha256[:16]}:{file.ctime_ns}",
+                    job_name=sample_job.name,
+                    partition_key=file.partition_key,
+                    tags={"sc_assets/source_sha256": sha256},
+                )
+            )
+        return _result(
+            context,
+            notes,
+            run_requests=run_requests,
+            new_keys=new_keys,
+            cursor=cursor,
+            observations=observations,
+        )
+
+    return new_samples_sensor
+
+
+def _result(context, notes, *, run_requests, new_keys, cursor, observations=()) -> SensorResult:
+    for note in notes:
+        context.log.info(note)
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=(
+            [samples_partitions.build_add_request(new_keys)] if new_keys else []
+        ),
+        asset_events=list(observations),
+        cursor=cursor.to_json(),
+        skip_reason=None if run_requests else ("; ".join(notes) or "no new or changed samples"),
+    )

@@ -1,0 +1,72 @@
+"""Fixtures shared by the Dagster-level tests: settings, definitions, an instance, sample files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from dagster import DagsterInstance
+
+from sc_assets.core.count_matrix_writer import write_count_matrix
+from sc_assets.dagster_home import ensure_dagster_home
+from sc_assets.settings import Settings
+
+TEST_GENES = [f"GENE{i}" for i in range(400)] + ["TBCE", "TBCE", "MT-CO1", "MT-ND1", "MT-CYB"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings (and environment) pointing at fresh data, storage and Dagster home folders."""
+    env = {
+        "SC_ASSETS_DATA_DIR": str(tmp_path / "data"),
+        "SC_ASSETS_STORAGE_DIR": str(tmp_path / "storage"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "data").mkdir()
+    ensure_dagster_home(tmp_path / "dagster_home")
+    return Settings.from_env()
+
+
+@pytest.fixture
+def defs(settings: Settings):
+    from sc_assets.definitions import build_definitions
+
+    return build_definitions(settings)
+
+
+@pytest.fixture
+def instance(settings: Settings):
+    """A persistent SQLite instance in the test's DAGSTER_HOME (as the CLI and UI use)."""
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        yield instance
+
+
+def random_counts(n_cells: int, n_genes: int, *, seed: int, density: float = 0.05) -> sp.csr_matrix:
+    """Sparse integer counts 1..20 at the given density, no empty cell."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(
+        n_cells, n_genes, density=density, format="lil", random_state=rng,
+        data_rvs=lambda k: rng.integers(1, 20, k),
+    )
+    X[:, 0] = 1
+    return sp.csr_matrix(X, dtype=np.float32)
+
+
+def write_sample(
+    data_dir: Path,
+    key: str,
+    n_cells: int = 150,
+    *,
+    seed: int = 0,
+    genes: list[str] = TEST_GENES,
+    counts: sp.spmatrix | np.ndarray | None = None,
+) -> Path:
+    """Write ``<key>_count_matrix.csv.gz`` with random (or the given) counts."""
+    if counts is None:
+        counts = random_counts(n_cells, len(genes), seed=seed)
+    barcodes = [f"{''.join('ACGT'[(i >> (2 * b)) & 3] for b in range(16))}-1" for i in range(counts.shape[0])]
+    return write_count_matrix(data_dir / f"{key}_count_matrix.csv.gz", counts, genes, barcodes)

@@ -1,0 +1,166 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from sc_assets.core.validation import (
+    Severity,
+    Thresholds,
+    cell_count_outcome,
+    count_integrity_outcome,
+    empty_cells_outcome,
+    gene_list_hash,
+    gene_set_outcome,
+    matrix_sparsity_outcome,
+    mt_genes_outcome,
+    sparsity_outcome,
+)
+
+GENES = [f"G{i}" for i in range(20)] + ["MT-CO1", "MT-ND1"]
+
+
+def counts_adata(n_cells=200, *, density=0.05, seed=0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    X = sp.random(
+        n_cells, len(GENES), density=density, format="csr", dtype=np.float32, random_state=rng,
+        data_rvs=lambda n: rng.integers(1, 20, n),
+    )
+    X[:, 0] = 1  # no empty cells
+    X = sp.csr_matrix(X)
+    adata = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame(index=[f"BC{i}-1" for i in range(n_cells)]),
+        var=pd.DataFrame(index=GENES),
+    )
+    adata.layers["counts"] = X.copy()
+    return adata
+
+
+@pytest.mark.parametrize(
+    ("n", "passed", "phrase"),
+    [(100, True, "within"), (99, False, "empty or failed library"),
+     (100_001, False, "unfiltered matrix"), (100_000, True, "within")],
+)
+def test_cell_count_bounds(n, passed, phrase):
+    outcome = cell_count_outcome(n)
+    assert outcome.passed is passed
+    assert outcome.severity is Severity.ERROR
+    assert phrase in outcome.description
+    assert outcome.metadata == {"n_cells": n, "min_cells": 100, "max_cells": 100_000}
+
+
+def test_cell_count_uses_configured_thresholds():
+    assert not cell_count_outcome(50, Thresholds(min_cells=60)).passed
+    assert cell_count_outcome(50, Thresholds(min_cells=10)).passed
+
+
+def test_gene_set_identical():
+    outcome = gene_set_outcome(GENES, GENES)
+    assert outcome.passed and outcome.status == "pass"
+    assert outcome.metadata["genes_hash"] == outcome.metadata["reference_hash"]
+
+
+def test_gene_set_reports_missing_and_extra_genes():
+    sample = [g for g in GENES if g not in ("G3", "G7")] + ["NEW1"]
+    outcome = gene_set_outcome(sample, GENES)
+    assert not outcome.passed and outcome.status == "fail"
+    assert outcome.metadata["n_missing"] == 2
+    assert outcome.metadata["first_missing"] == ["G3", "G7"]
+    assert outcome.metadata["n_extra"] == 1
+    assert outcome.metadata["first_extra"] == ["NEW1"]
+    assert "2 genes missing (first: G3, G7)" in outcome.description
+    assert outcome.summary == "2 missing, 1 extra"
+
+
+def test_gene_set_catches_a_different_order():
+    swapped = [GENES[1], GENES[0], *GENES[2:]]
+    outcome = gene_set_outcome(swapped, GENES)
+    assert not outcome.passed
+    assert outcome.summary == "order differs"
+    assert "first difference at position 0" in outcome.description
+
+
+def test_gene_list_hash_is_order_sensitive():
+    assert gene_list_hash(["A", "B"]) != gene_list_hash(["B", "A"])
+    assert gene_list_hash(["A", "B"]) == gene_list_hash(("A", "B"))
+
+
+def test_sparsity_passes_on_sparse_counts_and_fails_on_a_dense_matrix():
+    adata = counts_adata()
+    assert matrix_sparsity_outcome(adata.X).passed
+    dense = np.ones((10, 10), dtype=np.float32)
+    outcome = matrix_sparsity_outcome(dense)
+    assert not outcome.passed
+    assert outcome.metadata["is_csr"] is False
+    assert outcome.metadata["zero_fraction"] == 0.0
+    assert "not a CSR" in outcome.description
+
+
+def test_sparsity_threshold_is_inclusive_and_counts_explicit_zeros_as_zeros():
+    assert sparsity_outcome(is_csr=True, n_nonzero=10, shape=(10, 10)).passed  # exactly 0.90
+    assert not sparsity_outcome(is_csr=True, n_nonzero=11, shape=(10, 10)).passed
+    X = sp.csr_matrix(np.eye(10, dtype=np.float32))
+    X.data[:] = 0  # stored, but zero
+    assert matrix_sparsity_outcome(X).metadata["zero_fraction"] == 1.0
+
+
+def test_count_integrity_passes_on_raw_counts():
+    outcome = count_integrity_outcome(counts_adata())
+    assert outcome.passed, outcome.description
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "phrase"),
+    [(-1.0, "n_negative", "negative"), (1.5, "n_non_integer", "non-integer"),
+     (np.nan, "n_non_finite", "NaN or infinite"), (np.inf, "n_non_finite", "NaN or infinite")],
+)
+def test_count_integrity_rejects_values_that_are_not_counts(value, field, phrase):
+    adata = counts_adata()
+    adata.X.data[3] = value
+    adata.layers["counts"] = adata.X.copy()
+    outcome = count_integrity_outcome(adata)
+    assert not outcome.passed
+    assert outcome.metadata[field] == 1
+    assert phrase in outcome.description
+
+
+def test_count_integrity_rejects_a_counts_layer_that_differs_or_is_missing():
+    adata = counts_adata()
+    adata.layers["counts"].data[0] += 1
+    outcome = count_integrity_outcome(adata)
+    assert not outcome.passed and outcome.metadata["counts_layer_equals_X"] is False
+    del adata.layers["counts"]
+    outcome = count_integrity_outcome(adata)
+    assert outcome.metadata["counts_layer_present"] is False
+    assert 'no layers["counts"]' in outcome.description
+
+
+def test_count_integrity_rejects_duplicated_barcodes():
+    adata = counts_adata()
+    names = list(adata.obs_names)
+    names[5] = names[2]
+    adata.obs_names = names
+    outcome = count_integrity_outcome(adata)
+    assert not outcome.passed
+    assert outcome.metadata["n_duplicated_barcodes"] == 1
+    assert outcome.metadata["first_duplicated_barcodes"] == ["BC2-1"]
+
+
+def test_empty_cells_is_a_warning_with_the_number():
+    adata = counts_adata()
+    assert empty_cells_outcome(adata).passed
+    X = adata.X.tolil()
+    X[[4, 9], :] = 0
+    adata.X = sp.csr_matrix(X)
+    outcome = empty_cells_outcome(adata)
+    assert not outcome.passed and outcome.status == "warn"
+    assert outcome.metadata["n_empty_cells"] == 2
+    assert outcome.metadata["first_empty_cells"] == ["BC4-1", "BC9-1"]
+
+
+def test_mt_genes_warns_when_absent():
+    assert mt_genes_outcome(GENES).metadata["n_mt_genes"] == 2
+    outcome = mt_genes_outcome(GENES[:20])
+    assert not outcome.passed and outcome.severity is Severity.WARN
+    assert "pct_counts_mt" in outcome.description

@@ -1,0 +1,155 @@
+import os
+import shutil
+import time
+
+import pytest
+from dagster import AssetMaterialization, SensorResult, build_sensor_context
+
+from sc_assets.resources import SampleInbox
+from sc_assets.sensors import build_new_samples_sensor
+from sc_assets_tests.conftest import write_sample
+
+SENSOR = build_new_samples_sensor(interval_seconds=30)
+
+
+class Ticker:
+    """Evaluates the sensor like the daemon does: carries the cursor, applies its requests."""
+
+    def __init__(self, instance, data_dir):
+        self.instance, self.data_dir, self.cursor = instance, data_dir, None
+
+    def tick(self) -> SensorResult:
+        with build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={"inbox": SampleInbox(data_dir=str(self.data_dir))},
+        ) as context:
+            result = SENSOR(context)
+        self.cursor = result.cursor
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+        return result
+
+
+@pytest.fixture
+def ticker(instance, settings):
+    # Samples are checked against a pinned reference: pretend it is pinned.
+    instance.report_runless_asset_event(AssetMaterialization("reference_genes"))
+    return Ticker(instance, settings.data_dir)
+
+
+def age(path, seconds=120):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+    return path
+
+
+def reason(result) -> str:
+    return result.skip_reason.skip_message if result.skip_reason else ""
+
+
+def partition_keys(result):
+    return sorted(r.partition_key for r in result.run_requests)
+
+
+def test_new_files_become_partitions_and_runs(ticker, settings, instance):
+    for key in ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]:
+        age(write_sample(settings.data_dir, key))
+    result = ticker.tick()
+    assert partition_keys(result) == ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]
+    assert {r.job_name for r in result.run_requests} == {"ingest_sample"}
+    assert sorted(instance.get_dynamic_partitions("samples")) == [
+        "GSM5320459_Ctrl1",
+        "GSM5320460_Ctrl2",
+    ]
+    # raw_count_matrix is observed with the content hash as its data version
+    assert len(result.asset_events) == 2
+    assert all(len(e.tags["dagster/data_version"]) == 64 for e in result.asset_events)
+
+
+def test_nothing_changed_nothing_requested(ticker, settings):
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    assert len(ticker.tick().run_requests) == 1
+    result = ticker.tick()
+    assert result.run_requests == []
+    assert reason(result) == "no new or changed samples"
+
+
+def test_a_replaced_file_runs_exactly_once_and_a_same_content_copy_never(ticker, settings):
+    path = age(write_sample(settings.data_dir, "GSM5320459_Ctrl1", seed=1))
+    first = ticker.tick()
+    assert len(first.run_requests) == 1
+
+    shutil.copy(path, settings.data_dir / "copy.bin")
+    os.replace(settings.data_dir / "copy.bin", path)  # same bytes copied over it
+    age(path)
+    same = ticker.tick()
+    assert same.run_requests == []
+    assert "unchanged (same content)" in reason(same)
+
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1", seed=2))  # new content
+    replaced = ticker.tick()
+    assert partition_keys(replaced) == ["GSM5320459_Ctrl1"]
+    assert replaced.run_requests[0].run_key != first.run_requests[0].run_key
+    assert ticker.tick().run_requests == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GSM5320459_Ctrl1_count_matrix.csv.gz.part",
+        "GSM5320459_Ctrl1_count_matrix.csv.gz.tmp",
+        ".GSM5320459_Ctrl1_count_matrix.csv.gz",
+        "GSM5320459 Ctrl1_count_matrix.csv.gz",
+        "../etc_count_matrix.csv.gz".replace("/", "_"),
+        "README.md",
+    ],
+)
+def test_partial_hidden_and_badly_named_files_are_ignored(ticker, settings, instance, name):
+    path = write_sample(settings.data_dir, "GSM5320459_Ctrl1")
+    os.replace(path, settings.data_dir / name)
+    result = ticker.tick()
+    assert result.run_requests == []
+    assert instance.get_dynamic_partitions("samples") == []
+    if not name.startswith("."):
+        assert f"ignored {name}" in reason(result)  # reported, once
+        assert f"ignored {name}" not in reason(ticker.tick())
+
+
+def test_a_file_still_growing_is_not_ingested_yet(ticker, settings):
+    path = settings.data_dir / "GSM5320459_Ctrl1_count_matrix.csv.gz"
+    path.write_bytes(b"\x1f\x8b partial")  # fresh and incomplete
+    assert ticker.tick().run_requests == []
+    with open(path, "ab") as f:
+        f.write(b" more bytes")
+    assert ticker.tick().run_requests == []  # size changed since the last tick
+    assert partition_keys(ticker.tick()) == ["GSM5320459_Ctrl1"]  # stable: now
+
+
+def test_reference_genes_are_pinned_before_the_first_samples(instance, settings):
+    ticker = Ticker(instance, settings.data_dir)  # no reference_genes yet
+    age(write_sample(settings.data_dir, "GSM5320460_Ctrl2"))
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    first = ticker.tick()
+    assert [r.job_name for r in first.run_requests] == ["pin_reference_genes"]
+    assert sorted(instance.get_dynamic_partitions("samples")) == [
+        "GSM5320459_Ctrl1",
+        "GSM5320460_Ctrl2",
+    ]
+    instance.report_runless_asset_event(AssetMaterialization("reference_genes"))
+    second = ticker.tick()
+    assert partition_keys(second) == ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]
+
+
+def test_a_deleted_source_keeps_its_partition_and_is_reported(ticker, settings, instance):
+    path = age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    ticker.tick()
+    path.unlink()
+    result = ticker.tick()
+    assert result.run_requests == []
+    assert "source of GSM5320459_Ctrl1 is missing" in reason(result)
+    assert instance.get_dynamic_partitions("samples") == ["GSM5320459_Ctrl1"]
