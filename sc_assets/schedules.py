@@ -7,7 +7,6 @@ its content differs from the last observed version. When no sample needs a run b
 the sample runs trigger the merge through its automation condition.
 """
 
-
 import datetime
 
 from dagster import (

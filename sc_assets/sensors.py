@@ -8,7 +8,6 @@ observation and exactly one ``ingest_sample`` run; a file copied over with the s
 nothing. Invalid names and vanished sources are logged once and never become partitions.
 """
 
-
 import time
 from dataclasses import replace
 

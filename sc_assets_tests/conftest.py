@@ -49,7 +49,11 @@ def random_counts(n_cells: int, n_genes: int, *, seed: int, density: float = 0.0
     """Sparse integer counts 1..20 at the given density, no empty cell."""
     rng = np.random.default_rng(seed)
     X = sp.random(
-        n_cells, n_genes, density=density, format="lil", random_state=rng,
+        n_cells,
+        n_genes,
+        density=density,
+        format="lil",
+        random_state=rng,
         data_rvs=lambda k: rng.integers(1, 20, k),
     )
     X[:, 0] = 1
@@ -68,5 +72,13 @@ def write_sample(
     """Write ``<key>_count_matrix.csv.gz`` with random (or the given) counts."""
     if counts is None:
         counts = random_counts(n_cells, len(genes), seed=seed)
-    barcodes = [f"{''.join('ACGT'[(i >> (2 * b)) & 3] for b in range(16))}-1" for i in range(counts.shape[0])]
+    barcodes = [
+        f"{''.join('ACGT'[(i >> (2 * b)) & 3] for b in range(16))}-1"
+        for i in range(counts.shape[0])
+    ]
     return write_count_matrix(data_dir / f"{key}_count_matrix.csv.gz", counts, genes, barcodes)
+
+
+def _barcode(i: int) -> str:
+    """The i-th 10x-like barcode: 16 bases and ``-1``."""
+    return "".join("ACGT"[(i >> (2 * b)) & 3] for b in range(16)) + "-1"

@@ -1,6 +1,5 @@
 """``merged_adata``: all samples in one AnnData, streamed from the per-sample files on disk."""
 
-
 from collections.abc import Iterator
 from pathlib import Path
 

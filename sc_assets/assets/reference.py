@@ -1,6 +1,5 @@
 """``reference_genes``: the gene list every sample is compared with, pinned once."""
 
-
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from sc_assets.core import CountMatrixError

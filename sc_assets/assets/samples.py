@@ -1,6 +1,5 @@
 """``sample_adata``: one annotated AnnData per sample partition, checked as it is built."""
 
-
 import base64
 from collections.abc import Iterator
 
@@ -14,9 +13,9 @@ from dagster import (
 
 from sc_assets.assets.raw import raw_count_matrix
 from sc_assets.checks import sample_check_specs, to_check_result
-from sc_assets.core.reading import read_count_matrix
 from sc_assets.core.plots import qc_plot_png
 from sc_assets.core.qc import adata_summary
+from sc_assets.core.reading import read_count_matrix
 from sc_assets.core.validation import sample_outcomes
 from sc_assets.partitions import samples_partitions
 from sc_assets.resources import CheckThresholds, SampleInbox

@@ -30,8 +30,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
 
 def test_removes_temp_files_of_dead_writers_but_not_of_live_ones(tmp_path):
     target = tmp_path / "a.h5ad"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f".a.h5ad.{dead.stdout.strip()}.deadbeef.tmp"
     stale.write_text("leftover of a killed run")
     live = temp_path_for(target)  # this process: alive

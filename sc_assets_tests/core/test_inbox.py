@@ -31,10 +31,14 @@ def test_scan_lists_valid_files_and_reports_bad_names(tmp_path):
     assert "expected GSM<digits>" in scan.ignored["notes.txt"].reason
 
 
-def changes(folder, cursor=InboxCursor(), known=(), settle_s=30, **kw):
+def changes(folder, cursor=None, known=(), settle_s=30, **kw):
     return inbox_changes(
-        scan_inbox(folder), cursor, known_keys=known, now_ns=time.time_ns(),
-        settle_ns=settle_s * SECOND, **kw,
+        scan_inbox(folder),
+        cursor,
+        known_keys=known,
+        now_ns=time.time_ns(),
+        settle_ns=settle_s * SECOND,
+        **kw,
     )
 
 
@@ -42,7 +46,9 @@ def test_old_files_are_ready_at_once_and_then_never_again(tmp_path):
     write(tmp_path, NAME, age_s=120)
     first = changes(tmp_path)
     assert [f.partition_key for f in first.ready] == ["GSM5320459_Ctrl1"]
-    again = changes(tmp_path, InboxCursor.from_json(first.cursor.to_json()), known=["GSM5320459_Ctrl1"])
+    again = changes(
+        tmp_path, InboxCursor.from_json(first.cursor.to_json()), known=["GSM5320459_Ctrl1"]
+    )
     assert again.ready == [] and again.settling == []
 
 

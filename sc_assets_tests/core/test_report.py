@@ -22,8 +22,11 @@ def make_report(*, bad: bool) -> Report:
     )
     broken = ReportRow("GSM3_Ctrl3", {}, note="latest run failed: line 4: '1.5' is not whole")
     samples = [good, failing, broken] if bad else [good]
-    merged = ReportRow("merged_adata", {} if bad else {"cell_count": CheckCell("pass", "9,413")},
-                       note="latest run failed: blocked" if bad else "")
+    merged = ReportRow(
+        "merged_adata",
+        {} if bad else {"cell_count": CheckCell("pass", "9,413")},
+        note="latest run failed: blocked" if bad else "",
+    )
     return Report("t", ["cell_count", "gene_set", "mt_genes"], samples, ["cell_count"], merged)
 
 

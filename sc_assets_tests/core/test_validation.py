@@ -23,7 +23,12 @@ GENES = [f"G{i}" for i in range(20)] + ["MT-CO1", "MT-ND1"]
 def counts_adata(n_cells=200, *, density=0.05, seed=0) -> ad.AnnData:
     rng = np.random.default_rng(seed)
     X = sp.random(
-        n_cells, len(GENES), density=density, format="csr", dtype=np.float32, random_state=rng,
+        n_cells,
+        len(GENES),
+        density=density,
+        format="csr",
+        dtype=np.float32,
+        random_state=rng,
         data_rvs=lambda n: rng.integers(1, 20, n),
     )
     X[:, 0] = 1  # no empty cells
@@ -39,8 +44,12 @@ def counts_adata(n_cells=200, *, density=0.05, seed=0) -> ad.AnnData:
 
 @pytest.mark.parametrize(
     ("n", "passed", "phrase"),
-    [(100, True, "within"), (99, False, "empty or failed library"),
-     (100_001, False, "unfiltered matrix"), (100_000, True, "within")],
+    [
+        (100, True, "within"),
+        (99, False, "empty or failed library"),
+        (100_001, False, "unfiltered matrix"),
+        (100_000, True, "within"),
+    ],
 )
 def test_cell_count_bounds(n, passed, phrase):
     outcome = cell_count_outcome(n)
@@ -112,8 +121,12 @@ def test_count_integrity_passes_on_raw_counts():
 
 @pytest.mark.parametrize(
     ("value", "field", "phrase"),
-    [(-1.0, "n_negative", "negative"), (1.5, "n_non_integer", "non-integer"),
-     (np.nan, "n_non_finite", "NaN or infinite"), (np.inf, "n_non_finite", "NaN or infinite")],
+    [
+        (-1.0, "n_negative", "negative"),
+        (1.5, "n_non_integer", "non-integer"),
+        (np.nan, "n_non_finite", "NaN or infinite"),
+        (np.inf, "n_non_finite", "NaN or infinite"),
+    ],
 )
 def test_count_integrity_rejects_values_that_are_not_counts(value, field, phrase):
     adata = counts_adata()
