@@ -83,7 +83,7 @@ class H5adIOManager(UPathIOManager):
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         if (context.definition_metadata or {}).get(LOAD_AS_PATH):
             return path
-        if _is_local(path):
+        if is_local(path):
             return ad.read_h5ad(path.path)
         with path.open("rb") as f:
             return ad.read_h5ad(f)
@@ -105,7 +105,7 @@ class GeneListIOManager(UPathIOManager):
 @contextlib.contextmanager
 def staged_write(path: UPath) -> Iterator[Path]:
     """A local temporary path whose content replaces ``path`` atomically once complete."""
-    if _is_local(path):
+    if is_local(path):
         with atomic_path(path.path) as tmp:
             yield tmp
         return
@@ -116,7 +116,8 @@ def staged_write(path: UPath) -> Iterator[Path]:
         path.fs.put_file(os.fspath(tmp), path.path)
 
 
-def _is_local(path: UPath) -> bool:
+def is_local(path: UPath) -> bool:
+    """Whether ``path`` is on the local filesystem (not an object store)."""
     return path.protocol in ("", "file", "local")
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from dagster import DagsterInstance
@@ -82,3 +84,30 @@ def write_sample(
 def _barcode(i: int) -> str:
     """The i-th 10x-like barcode: 16 bases and ``-1``."""
     return "".join("ACGT"[(i >> (2 * b)) & 3] for b in range(16)) + "-1"
+
+
+DEMO_SCALE = 0.015  # 125 to 141 cells per sample: above the 100-cell minimum, fast to ingest
+
+
+@pytest.fixture(scope="session")
+def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Five small demo samples (33,538 genes each), written once per test session."""
+    from sc_assets.core.demo import write_demo_series
+
+    folder = tmp_path_factory.mktemp("demo")
+    paths = write_demo_series(folder, scale=DEMO_SCALE, samples=5, seed=0, workers=1)
+    return {path.name.removesuffix("_count_matrix.csv.gz"): path for path in paths}
+
+
+def copy_samples(demo_files: dict[str, Path], data_dir: Path, keys: list[str] | None = None):
+    """Copy demo samples (all, or ``keys``) into the data folder; returns their keys."""
+    keys = list(demo_files) if keys is None else keys
+    for key in keys:
+        shutil.copy(demo_files[key], data_dir / demo_files[key].name)
+    return keys
+
+
+def pandas_reference(path: Path) -> tuple[sp.csr_matrix, list[str], list[str]]:
+    """The tutorial's recipe: cells x genes CSR, barcodes, gene symbols."""
+    df = pd.read_csv(path, index_col=0)
+    return sp.csr_matrix(df.T.values), [str(c) for c in df.columns], [str(g) for g in df.index]

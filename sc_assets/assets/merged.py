@@ -17,9 +17,10 @@ from upath import UPath
 from sc_assets.automation import merge_when_samples_settle
 from sc_assets.checks import merged_check_specs, table_metadata, to_check_result
 from sc_assets.core import parse_partition_key
+from sc_assets.core.h5ad import H5adLayout, read_h5ad_layout
 from sc_assets.core.merge import MergeSummary, merge_h5ad
 from sc_assets.core.validation import merged_outcomes
-from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad
+from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad, is_local
 from sc_assets.resources import CheckThresholds
 from sc_assets.sample_status import sample_statuses
 
@@ -65,28 +66,37 @@ def merged_adata(
         )
     sources = [(parse_partition_key(key).sample, _local(path)) for key, path in paths.items()]
     merged = DeferredH5ad(
-        write=lambda tmp, compression: merge_h5ad(sources, tmp, compression=compression),
-        describe=_describe,
+        write=lambda tmp, compression: _merge(sources, tmp, compression),
+        describe=lambda result: _describe(result[0]),
     )
     yield Output(merged, metadata={"samples": MetadataValue.json(list(paths))})
-    summary: MergeSummary = merged.result
-    for outcome in merged_outcomes(summary, check_thresholds.thresholds):
+    summary, layout = merged.result
+    sample_genes = {label: read_h5ad_layout(path).var_names for label, path in sources}
+    for outcome in merged_outcomes(summary, layout, sample_genes, check_thresholds.thresholds):
         yield to_check_result(outcome, context.asset_key)
 
 
+def _merge(
+    sources: list[tuple[str, Path]], tmp: Path, compression: str | None
+) -> tuple[MergeSummary, H5adLayout]:
+    summary = merge_h5ad(sources, tmp, compression=compression)
+    return summary, read_h5ad_layout(tmp)  # what was written, before it is moved into place
+
+
 def _describe(summary: MergeSummary) -> dict[str, object]:
+    size = summary.n_obs * summary.n_vars
     return {
         "n_obs": summary.n_obs,
         "n_vars": summary.n_vars,
         "nnz": summary.nnz,
-        "sparsity": round(1.0 - summary.nnz / (summary.n_obs * summary.n_vars), 6),
+        "sparsity": round(1.0 - summary.nnz / size, 6) if size else 1.0,
         "median_total_counts": summary.median_total_counts,
         "n_samples": len(summary.samples),
     }
 
 
 def _local(path: UPath) -> Path:
-    if path.protocol not in ("", "file", "local"):
+    if not is_local(path):
         raise Failure(
             f"merged_adata streams the per-sample files with HDF5 and needs local storage; "
             f"{path} is on {path.protocol}://"

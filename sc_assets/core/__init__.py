@@ -12,8 +12,7 @@ from sc_assets.core.names import (
     parse_partition_key,
     parse_sample_name,
 )
-
-# read_count_matrix re-export restored once _csv_parser lands (in progress)
+from sc_assets.core.reading import read_count_matrix
 
 __all__ = [
     "FILE_SUFFIX",

@@ -17,6 +17,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from sc_assets.core.h5ad import H5adLayout
+from sc_assets.core.merge import MergeSummary
 from sc_assets.core.qc import COUNTS_LAYER, MT_PREFIX
 
 #: How many offending names or values a check lists in its metadata.
@@ -311,6 +313,143 @@ def sample_outcomes(
         empty_cells_outcome(adata),
         mt_genes_outcome(genes),
     ]
+
+
+# --- merged checks ------------------------------------------------------------------------
+
+
+def merged_outcomes(
+    summary: MergeSummary,
+    merged: H5adLayout,
+    sample_genes: Mapping[str, Sequence[str]],
+    thresholds: Thresholds = Thresholds(),
+) -> list[CheckOutcome]:
+    """All checks of the merged data, from the merge's summary and the written file's layout.
+
+    ``sample_genes`` maps each merged sample's label to its gene names.
+    """
+    return [
+        merged_cell_count_outcome(summary),
+        merged_gene_set_outcome(merged.var_names, sample_genes),
+        sparsity_outcome(
+            is_csr=merged.x_encoding == "csr_matrix",
+            n_nonzero=summary.nnz,
+            shape=(summary.n_obs, summary.n_vars),
+            thresholds=thresholds,
+        ),
+        counts_layer_outcome(summary),
+        unique_obs_names_outcome(summary),
+    ]
+
+
+def merged_cell_count_outcome(summary: MergeSummary) -> CheckOutcome:
+    """Cells in the merged data equal the sum over the samples it was built from."""
+    expected = sum(sample.n_obs for sample in summary.samples)
+    passed = summary.n_obs == expected
+    return CheckOutcome(
+        name="cell_count",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=f"{summary.n_obs:,} cells",
+        description=(
+            f"{summary.n_obs:,} cells = the sum over {len(summary.samples)} samples."
+            if passed
+            else f"{summary.n_obs:,} cells, but the {len(summary.samples)} samples have "
+            f"{expected:,}: cells were lost or duplicated."
+        ),
+        metadata={
+            "n_cells": summary.n_obs,
+            "sum_over_samples": expected,
+            "per_sample": [
+                {"sample": s.label, "n_cells": s.n_obs, "nnz": s.nnz} for s in summary.samples
+            ],
+        },
+    )
+
+
+def merged_gene_set_outcome(
+    merged_genes: Sequence[str], sample_genes: Mapping[str, Sequence[str]]
+) -> CheckOutcome:
+    """The merged genes equal every sample's genes, names and order."""
+    merged_genes = list(merged_genes)
+    differing = {
+        label: gene_set_outcome(genes, merged_genes, reference_name="merged")
+        for label, genes in sample_genes.items()
+        if list(genes) != merged_genes
+    }
+    passed = not differing
+    return CheckOutcome(
+        name="gene_set",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=f"{len(merged_genes):,} genes" if passed else f"{len(differing)} samples differ",
+        description=(
+            f"The {len(merged_genes):,} merged genes equal each of the "
+            f"{len(sample_genes)} samples' genes, in order."
+            if passed
+            else "Merged genes differ from: "
+            + "; ".join(f"{label} ({o.summary})" for label, o in differing.items())
+            + "."
+        ),
+        metadata={
+            "n_genes": len(merged_genes),
+            "genes_hash": gene_list_hash(merged_genes),
+            "samples_differing": sorted(differing),
+        },
+    )
+
+
+def counts_layer_outcome(summary: MergeSummary) -> CheckOutcome:
+    """``layers["counts"]`` equals ``X``: same nnz, same sum, same checksum of the stored bytes."""
+    same = {
+        "nnz": summary.nnz == summary.counts_nnz,
+        "sum": summary.x_sum == summary.counts_sum,
+        "checksum": summary.x_checksum == summary.counts_checksum,
+    }
+    passed = all(same.values())
+    return CheckOutcome(
+        name="counts_layer",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary="equal" if passed else "differs: " + ", ".join(k for k, v in same.items() if not v),
+        description=(
+            f'layers["counts"] equals X: {summary.nnz:,} values summing to {summary.x_sum:,.0f}, '
+            f"checksum {summary.x_checksum}."
+            if passed
+            else 'layers["counts"] differs from X in '
+            + ", ".join(k for k, v in same.items() if not v)
+            + "."
+        ),
+        metadata={
+            "x_nnz": summary.nnz,
+            "counts_nnz": summary.counts_nnz,
+            "x_sum": summary.x_sum,
+            "counts_sum": summary.counts_sum,
+            "x_checksum": summary.x_checksum,
+            "counts_checksum": summary.counts_checksum,
+        },
+    )
+
+
+def unique_obs_names_outcome(summary: MergeSummary) -> CheckOutcome:
+    """Every merged cell name (``<sample>-<barcode>``) occurs once."""
+    n_dup = summary.n_duplicate_obs_names
+    return CheckOutcome(
+        name="unique_obs_names",
+        passed=n_dup == 0,
+        severity=Severity.ERROR,
+        summary="unique" if n_dup == 0 else f"{n_dup:,} duplicates",
+        description=(
+            f"All {summary.n_obs:,} cell names are unique."
+            if n_dup == 0
+            else f"{n_dup:,} cell names occur more than once (first: "
+            f"{', '.join(summary.duplicate_obs_names[:3])})."
+        ),
+        metadata={
+            "n_duplicates": n_dup,
+            "first_duplicates": list(summary.duplicate_obs_names[:EXAMPLES]),
+        },
+    )
 
 
 def _sentence(text: str) -> str:
