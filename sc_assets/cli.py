@@ -103,7 +103,7 @@ def _ingest_table(report: IngestReport) -> str:
     rows = [header] + [_table_row(name, outcome) for name, outcome in outcomes]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+        "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]])
         for row in rows
     ]
     lines += [f"ignored {name}: {reason}" for name, reason in report.ignored_files]

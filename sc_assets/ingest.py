@@ -77,8 +77,6 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
     never pinned, materializes every sample in ``workers`` processes, then materializes
     ``merged_adata`` (which refuses, naming them, if any sample failed).
     """
-    from sc_assets.definitions import defs
-
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: the data folder does not exist")
     scan = scan_inbox(data_dir)
@@ -90,24 +88,13 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
         instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
 
     if files and instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
-        reference = _outcome(
-            defs.resolve_job_def("pin_reference_genes").execute_in_process(
-                instance=instance, raise_on_error=False
-            ),
-            None,
-        )
+        reference = execute("pin_reference_genes", instance)
         if not reference.success:
             failed = [RunOutcome(key, False, error=reference.error) for key in files]
             return IngestReport(failed, ignored, merge=None)
 
     samples = _run_samples(list(files), workers)
-    merge = _outcome(
-        defs.resolve_job_def("merge_samples").execute_in_process(
-            instance=instance, raise_on_error=False
-        ),
-        None,
-    )
-    return IngestReport(samples, ignored, merge)
+    return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
 
 
 def _run_samples(keys: Sequence[str], workers: int) -> list[RunOutcome]:
@@ -121,10 +108,24 @@ def _run_samples(keys: Sequence[str], workers: int) -> list[RunOutcome]:
 
 def run_sample(partition_key: str) -> RunOutcome:
     """Materialize one ``sample_adata`` partition in this process (a worker of the pool)."""
+    return execute("ingest_sample", _worker_instance(), partition_key)
+
+
+def execute(
+    job_name: str, instance: DagsterInstance, partition_key: str | None = None
+) -> RunOutcome:
+    """Run a job of the code location in this process, as a run recorded on ``instance``.
+
+    Dagster's console logs are turned down to CRITICAL: the run's events (and any stack trace)
+    are in the instance for the UI, and the CLI prints its own summary.
+    """
     from sc_assets.definitions import defs
 
-    result = defs.resolve_job_def("ingest_sample").execute_in_process(
-        partition_key=partition_key, instance=_worker_instance(), raise_on_error=False
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
     )
     return _outcome(result, partition_key)
 

@@ -7,21 +7,14 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from dagster import (
-    AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
-    DagsterInstance,
-    DagsterRunStatus,
-    RunsFilter,
-)
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from sc_assets.checks import MERGED_ADATA, MERGED_CHECKS, SAMPLE_ADATA, SAMPLE_CHECKS
 from sc_assets.core.report import CheckCell, Report, ReportRow, WrittenReport
 from sc_assets.core.report import write_report as write_report_files
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.sample_status import latest_check_evaluations, root_cause_message
+from sc_assets.sample_status import latest_check_evaluations, latest_run_failure
 
 _PLOT_RE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
@@ -52,7 +45,7 @@ def _row(
     name = partition or asset_key.to_user_string()
     evaluations = latest_check_evaluations(instance, asset_key, checks, partition)
     cells = {check: _cell(evaluation) for check, evaluation in evaluations.items()}
-    note = _latest_run_failure(instance, asset_key, partition)
+    note = latest_run_failure(instance, asset_key, partition)
     if note is None and not cells:
         note = "never materialized"
     return ReportRow(name, cells, note or "", _plot(instance, asset_key, partition))
@@ -69,31 +62,6 @@ def _cell(evaluation: AssetCheckEvaluation) -> CheckCell:
         summary=str(summary.value) if summary is not None else "",
         description=evaluation.description or "",
     )
-
-
-def _latest_run_failure(
-    instance: DagsterInstance, asset_key: AssetKey, partition: str | None
-) -> str | None:
-    """The error of the latest run of this asset (partition), if that run failed."""
-    tags = {"dagster/partition": partition} if partition else {}
-    records = instance.get_run_records(
-        RunsFilter(
-            tags=tags,
-            statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
-        ),
-        limit=20,
-    )
-    for record in records:
-        run = record.dagster_run
-        if run.asset_selection is not None and asset_key not in run.asset_selection:
-            continue
-        if run.status != DagsterRunStatus.FAILURE:
-            return None
-        failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
-        errors = [e.dagster_event.step_failure_data.error for e in failures]
-        messages = [root_cause_message(error) for error in errors if error is not None]
-        return "latest run failed: " + ("; ".join(messages) or "see the run's logs")
-    return None
 
 
 def _plot(instance: DagsterInstance, asset_key: AssetKey, partition: str | None) -> bytes | None:

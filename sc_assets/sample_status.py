@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+)
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.event_api import PartitionKeyFilter  # not re-exported by dagster 1.13
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -23,6 +29,8 @@ class SampleStatus:
 
     partition_key: str
     materialized: bool
+    run_error: str | None = None
+    """Why the latest run failed, for a sample that was never materialized."""
     failed_checks: Mapping[str, str] = field(default_factory=dict)
     """ERROR check name -> its description, for checks that failed on the latest data."""
     unchecked: tuple[str, ...] = ()
@@ -36,7 +44,7 @@ class SampleStatus:
     def reason(self) -> str:
         """One line naming what keeps the sample out of the merge ("" when nothing does)."""
         if not self.materialized:
-            return "never materialized (its last run failed or has not run)"
+            return f"never materialized: {self.run_error or 'not run yet'}"
         parts = [f"{name} failed: {text}" for name, text in self.failed_checks.items()]
         if self.unchecked:
             parts.append(f"not checked: {', '.join(self.unchecked)}")
@@ -74,7 +82,8 @@ def sample_statuses(
     for key in keys:
         storage_id = latest_materialization.get(key)
         if storage_id is None:
-            statuses[key] = SampleStatus(key, materialized=False)
+            error = latest_run_failure(instance, SAMPLE_ADATA, key)
+            statuses[key] = SampleStatus(key, materialized=False, run_error=error)
             continue
         evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, BLOCKING_SAMPLE_CHECKS, key)
         failed, unchecked = {}, []
@@ -87,6 +96,23 @@ def sample_statuses(
                 failed[name] = evaluation.description or "failed"
         statuses[key] = SampleStatus(key, True, failed, tuple(unchecked))
     return statuses
+
+
+def latest_run_failure(
+    instance: DagsterInstance, asset_key: AssetKey, partition: str | None
+) -> str | None:
+    """Why the latest run that set out to materialize this asset (partition) failed.
+
+    ``None`` when that run succeeded, is still going, or there never was one.
+    """
+    planned = instance.get_latest_planned_materialization_info(asset_key, partition)
+    run = instance.get_run_by_id(planned.run_id) if planned else None
+    if run is None or run.status != DagsterRunStatus.FAILURE:
+        return None
+    failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    errors = [e.dagster_event.step_failure_data.error for e in failures]
+    messages = [root_cause_message(error) for error in errors if error is not None]
+    return "latest run failed: " + ("; ".join(messages) or "see the run's logs")
 
 
 def root_cause_message(error: SerializableErrorInfo) -> str:
