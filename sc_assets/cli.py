@@ -89,6 +89,9 @@ def _ingest(args: argparse.Namespace) -> int:
     from sc_assets.settings import Settings
 
     settings = Settings.from_env()
+    if not settings.data_dir.is_dir():
+        print(f"sc-assets: {settings.data_dir}: the data folder does not exist", file=sys.stderr)
+        return 2
     with DagsterInstance.get() as instance:
         report = ingest(settings.data_dir, instance, workers=args.workers)
     print(_ingest_table(report))

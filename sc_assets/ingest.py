@@ -21,7 +21,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 from sc_assets.core.inbox import scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.sample_status import root_cause_message
+from sc_assets.sample_status import root_cause_message, samples_to_forget
 
 SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
 
@@ -60,7 +60,8 @@ class IngestReport:
 
     samples: list[RunOutcome]
     ignored_files: list[tuple[str, str]]
-    """(file name, reason) for files in the folder that are not sample files."""
+    """(name, reason) for files in the folder that are not sample files, and for known
+    samples whose file is gone."""
     merge: RunOutcome | None
 
     @property
@@ -86,6 +87,22 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
     new_keys = [key for key in files if key not in known]
     if new_keys:
         instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
+    missing = sorted(known - set(files))
+    forgotten = samples_to_forget(instance, missing)
+    for key in forgotten:
+        instance.delete_dynamic_partition(SAMPLES_PARTITIONS_NAME, key)
+    ignored += [
+        (
+            key,
+            "source file is gone; "
+            + (
+                "partition dropped (no good data)"
+                if key in forgotten
+                else "partition and its last sample_adata kept"
+            ),
+        )
+        for key in missing
+    ]
 
     if files and instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
         reference = execute("pin_reference_genes", instance)

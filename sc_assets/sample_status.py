@@ -126,3 +126,16 @@ def root_cause_message(error: SerializableErrorInfo) -> str:
     message = error.message.strip()
     prefix, sep, rest = message.partition(": ")
     return rest if sep and "." in prefix and " " not in prefix else message
+
+
+def samples_to_forget(instance: DagsterInstance, missing_keys: Iterable[str]) -> list[str]:
+    """Of the samples whose source file is gone, those that leave nothing worth keeping.
+
+    A sample that was never materialized, or whose latest data fails an ERROR check, is
+    dropped from the ``samples`` partitions, so removing a bad file unblocks the merge. A
+    sample with good data keeps its partition and its last ``.h5ad``: deleting an input file
+    must not silently shrink the merged data.
+    """
+    return [
+        key for key, status in sample_statuses(instance, missing_keys).items() if status.blocked
+    ]

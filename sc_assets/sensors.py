@@ -24,6 +24,7 @@ from sc_assets.core.inbox import InboxCursor, content_hash, inbox_changes, scan_
 from sc_assets.jobs import reference_job, sample_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
 from sc_assets.resources import SampleInbox
+from sc_assets.sample_status import samples_to_forget
 from sc_assets.sources import observed_sources, source_observation
 
 #: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
@@ -58,8 +59,14 @@ def build_new_samples_sensor(interval_seconds: int):
             max_ready=MAX_FILES_PER_TICK,
         )
         notes = [f"ignored {f.name}: {f.reason}" for f in changes.new_ignored]
+        forgotten = samples_to_forget(instance, changes.newly_missing)
         notes += [
-            f"source of {key} is missing: partition and its last sample_adata are kept"
+            f"source of {key} is missing: "
+            + (
+                "partition dropped (no good data to keep)"
+                if key in forgotten
+                else "partition and its last sample_adata are kept"
+            )
             for key in changes.newly_missing
         ]
         notes += [f"{f.path.name} is still being written" for f in changes.settling]
@@ -80,6 +87,7 @@ def build_new_samples_sensor(interval_seconds: int):
                     RunRequest(run_key=f"reference_genes:{first}", job_name=reference_job.name)
                 ],
                 new_keys=new_keys,
+                forgotten=forgotten,
                 cursor=cursor,
             )
 
@@ -108,6 +116,7 @@ def build_new_samples_sensor(interval_seconds: int):
             notes,
             run_requests=run_requests,
             new_keys=new_keys,
+            forgotten=forgotten,
             cursor=cursor,
             observations=observations,
         )
@@ -115,14 +124,19 @@ def build_new_samples_sensor(interval_seconds: int):
     return new_samples_sensor
 
 
-def _result(context, notes, *, run_requests, new_keys, cursor, observations=()) -> SensorResult:
+def _result(
+    context, notes, *, run_requests, new_keys, forgotten, cursor, observations=()
+) -> SensorResult:
     for note in notes:
         context.log.info(note)
+    partition_requests = []
+    if new_keys:
+        partition_requests.append(samples_partitions.build_add_request(new_keys))
+    if forgotten:
+        partition_requests.append(samples_partitions.build_delete_request(forgotten))
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=(
-            [samples_partitions.build_add_request(new_keys)] if new_keys else []
-        ),
+        dynamic_partitions_requests=partition_requests,
         asset_events=list(observations),
         cursor=cursor.to_json(),
         skip_reason=None if run_requests else ("; ".join(notes) or "no new or changed samples"),

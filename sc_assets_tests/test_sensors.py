@@ -1,13 +1,20 @@
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
-from dagster import AssetMaterialization, SensorResult, build_sensor_context
+from dagster import (
+    AssetMaterialization,
+    DeleteDynamicPartitionsRequest,
+    SensorResult,
+    build_sensor_context,
+)
 
 from sc_assets.resources import SampleInbox
 from sc_assets.sensors import build_new_samples_sensor
 from sc_assets_tests.conftest import write_sample
+from sc_assets_tests.test_assets import run
 
 SENSOR = build_new_samples_sensor(interval_seconds=30)
 
@@ -27,9 +34,13 @@ class Ticker:
             result = SENSOR(context)
         self.cursor = result.cursor
         for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys)
-            )
+            if isinstance(request, DeleteDynamicPartitionsRequest):
+                for key in request.partition_keys:
+                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
+            else:
+                self.instance.add_dynamic_partitions(
+                    request.partitions_def_name, list(request.partition_keys)
+                )
         for event in result.asset_events:
             self.instance.report_runless_asset_event(event)
         return result
@@ -145,11 +156,27 @@ def test_reference_genes_are_pinned_before_the_first_samples(instance, settings)
     assert partition_keys(second) == ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]
 
 
-def test_a_deleted_source_keeps_its_partition_and_is_reported(ticker, settings, instance):
-    path = age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+def test_a_deleted_source_with_good_data_keeps_its_partition(instance, settings, defs):
+    instance.add_dynamic_partitions("samples", ["GSM5320459_Ctrl1"])
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    assert run(defs, instance, "pin_reference_genes").success
+    assert run(defs, instance, "ingest_sample", "GSM5320459_Ctrl1").success
+    ticker = Ticker(instance, settings.data_dir)
     ticker.tick()
-    path.unlink()
+    (settings.data_dir / "GSM5320459_Ctrl1_count_matrix.csv.gz").unlink()
     result = ticker.tick()
     assert result.run_requests == []
-    assert "source of GSM5320459_Ctrl1 is missing" in reason(result)
+    assert "GSM5320459_Ctrl1 is missing: partition and its last sample_adata are kept" in (
+        reason(result)
+    )
     assert instance.get_dynamic_partitions("samples") == ["GSM5320459_Ctrl1"]
+    assert Path(settings.storage_dir, "sample_adata", "GSM5320459_Ctrl1.h5ad").exists()
+
+
+def test_a_deleted_source_without_good_data_is_forgotten(ticker, settings, instance):
+    path = age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    ticker.tick()  # registered, but its run never succeeded
+    path.unlink()
+    result = ticker.tick()
+    assert "partition dropped (no good data to keep)" in reason(result)
+    assert instance.get_dynamic_partitions("samples") == []
