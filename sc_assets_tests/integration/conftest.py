@@ -1,0 +1,139 @@
+"""Real processes: ``dagster dev`` (webserver + daemon + code server) on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sc_assets.dagster_home import ensure_dagster_home
+
+PROJECT = Path(__file__).resolve().parents[2]
+DAGSTER = Path(sys.executable).with_name("dagster")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class DagsterDev:
+    """A running ``dagster dev`` and the folders it works on."""
+
+    url: str
+    home: Path
+    data_dir: Path
+    storage_dir: Path
+    process: subprocess.Popen
+    log: Path
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.load(response)
+        if body.get("errors"):
+            raise AssertionError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def wait_until(self, predicate, *, timeout: float, what: str, interval: float = 1.0):
+        """Poll ``predicate`` until it returns a truthy value; fail with the server log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"dagster dev exited while waiting for {what}:\n{self.tail()}")
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_dagster_dev(tmp_path: Path, *, sensor_interval: int = 2) -> DagsterDev:
+    home = ensure_dagster_home(tmp_path / "dagster_home")
+    data_dir, storage_dir = tmp_path / "data", tmp_path / "storage"
+    data_dir.mkdir(exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SC_ASSETS_DATA_DIR": str(data_dir),
+        "SC_ASSETS_STORAGE_DIR": str(storage_dir),
+        "SC_ASSETS_SENSOR_INTERVAL": str(sensor_interval),
+    }
+    log = tmp_path / "dagster_dev.log"
+    process = subprocess.Popen(
+        [
+            str(DAGSTER),
+            "dev",
+            "-w",
+            str(PROJECT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped as a whole
+    )
+    dev = DagsterDev(f"http://127.0.0.1:{port}", home, data_dir, storage_dir, process, log)
+    dev.wait_until(lambda: _location_loaded(dev), timeout=120, what="the code location")
+    return dev
+
+
+def stop_dagster_dev(dev: DagsterDev) -> None:
+    if dev.process.poll() is None:
+        os.killpg(dev.process.pid, signal.SIGTERM)
+        try:
+            dev.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.process.pid, signal.SIGKILL)
+            dev.process.wait(timeout=10)
+
+
+def _location_loaded(dev: DagsterDev) -> bool:
+    try:
+        data = dev.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name "
+            "locationOrLoadError { __typename } } } } }"
+        )
+    except OSError:
+        return False
+    entries = data["workspaceOrError"].get("locationEntries", [])
+    return any(
+        e["name"] == "sc_assets"
+        and e["locationOrLoadError"]
+        and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+        for e in entries
+    )
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
+    """``dagster dev`` on a temporary DAGSTER_HOME, data and storage folder; stopped after."""
+    dev = start_dagster_dev(tmp_path)
+    try:
+        yield dev
+    finally:
+        stop_dagster_dev(dev)
