@@ -30,7 +30,8 @@ class SampleStatus:
     partition_key: str
     materialized: bool
     run_error: str | None = None
-    """Why the latest run failed, for a sample that was never materialized."""
+    """Why the latest run of the sample failed, when it did (a broken file replaced a good
+    one, say): its last good data is kept but is no longer what its source says."""
     failed_checks: Mapping[str, str] = field(default_factory=dict)
     """ERROR check name -> its description, for checks that failed on the latest data."""
     unchecked: tuple[str, ...] = ()
@@ -38,7 +39,12 @@ class SampleStatus:
 
     @property
     def blocked(self) -> bool:
-        return not self.materialized or bool(self.failed_checks) or bool(self.unchecked)
+        return (
+            not self.materialized
+            or self.run_error is not None
+            or bool(self.failed_checks)
+            or bool(self.unchecked)
+        )
 
     @property
     def reason(self) -> str:
@@ -48,6 +54,8 @@ class SampleStatus:
         parts = [f"{name} failed: {text}" for name, text in self.failed_checks.items()]
         if self.unchecked:
             parts.append(f"not checked: {', '.join(self.unchecked)}")
+        if self.run_error:
+            parts.append(f"{self.run_error} (its last good .h5ad is kept)")
         return "; ".join(parts)
 
 
@@ -81,9 +89,9 @@ def sample_statuses(
     statuses = {}
     for key in keys:
         storage_id = latest_materialization.get(key)
+        run_error = latest_run_failure(instance, SAMPLE_ADATA, key)
         if storage_id is None:
-            error = latest_run_failure(instance, SAMPLE_ADATA, key)
-            statuses[key] = SampleStatus(key, materialized=False, run_error=error)
+            statuses[key] = SampleStatus(key, materialized=False, run_error=run_error)
             continue
         evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, BLOCKING_SAMPLE_CHECKS, key)
         failed, unchecked = {}, []
@@ -94,7 +102,7 @@ def sample_statuses(
                 unchecked.append(name)
             elif not evaluation.passed:
                 failed[name] = evaluation.description or "failed"
-        statuses[key] = SampleStatus(key, True, failed, tuple(unchecked))
+        statuses[key] = SampleStatus(key, True, run_error, failed, tuple(unchecked))
     return statuses
 
 
