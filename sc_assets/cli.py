@@ -57,15 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     home = commands.add_parser(
         "init-home", help="create DAGSTER_HOME (.dagster_home/) with a default dagster.yaml"
     )
-    home.set_defaults(run=lambda args: _init_home() and 0)
+    home.add_argument(
+        "--postgres",
+        action="store_true",
+        help="store runs and events in PostgreSQL at $DAGSTER_POSTGRES_URL instead of SQLite",
+    )
+    home.set_defaults(run=lambda args: print(_init_home(postgres=args.postgres)) or 0)
     return parser
 
 
-def _init_home() -> Path:
+def _init_home(*, postgres: bool = False) -> Path:
     """Make sure DAGSTER_HOME is set (default ``.dagster_home``) and holds a dagster.yaml."""
     home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
     os.environ["DAGSTER_HOME"] = str(home)
-    return ensure_dagster_home(home)
+    return ensure_dagster_home(home, postgres=postgres)
 
 
 def _demo_data(args: argparse.Namespace) -> int:
