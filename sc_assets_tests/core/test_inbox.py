@@ -34,7 +34,7 @@ def test_scan_lists_valid_files_and_reports_bad_names(tmp_path):
 def changes(folder, cursor=None, known=(), settle_s=30, **kw):
     return inbox_changes(
         scan_inbox(folder),
-        cursor,
+        cursor or InboxCursor(),
         known_keys=known,
         now_ns=time.time_ns(),
         settle_ns=settle_s * SECOND,
