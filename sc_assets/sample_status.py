@@ -124,12 +124,12 @@ def latest_run_failure(
 
 
 def root_cause_message(error: SerializableErrorInfo) -> str:
-    """The innermost error's message: the user's exception, not Dagster's wrapper of it.
+    """The user's exception, not Dagster's wrapper of it, and not what that exception wraps.
 
     ``"sc_assets.core.errors.CountMatrixError: <file>, line 3: ..."`` becomes
     ``"<file>, line 3: ..."``: the message already says what is wrong.
     """
-    while error.cause is not None:
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
     message = error.message.strip()
     prefix, sep, rest = message.partition(": ")

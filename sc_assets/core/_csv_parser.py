@@ -1,0 +1,843 @@
+"""Parse a gzipped genes x cells count CSV straight into a cells x genes CSR matrix.
+
+The file (GEO series such as GSE174609) has a header row (a corner field, then one barcode per
+cell) and one row per gene: the gene name, then one non-negative integer count per cell. About
+95% of the counts are ``0``.
+
+How it is fast and lean
+-----------------------
+* :class:`~sc_assets.core._decompress.decompressed_blocks` inflates the file in a background
+  thread, into recycled buffers, while :func:`_parse_rows` (numba, ``nogil``) parses the
+  previous block in this thread: decoding and parsing run on the two cores at once.
+* Runs of ``0,`` are skipped eight bytes at a time by comparing an unaligned 64-bit load with
+  ``"0,0,0,0,"``; the first other pair is found with a count-trailing-zeros.
+* Each file row is one gene, i.e. one column of the cells x genes matrix, so the parser appends
+  straight to CSC arrays (reserved from the gzip size field, grown geometrically past it) and
+  counts non-zeros per cell on the way. The transpose to CSR is a two-pass bucket sort: every
+  half-million non-zeros, the finished genes are grouped by bucket of 128 cells while still in
+  cache (:func:`_bucket_panel`); at the end each bucket's rows are written in one pass, on both
+  cores (:func:`_place_buckets`). Both passes keep their write cursors in L1, unlike a direct
+  scatter to thousands of rows. No dense matrix and no COO triplets ever exist.
+* Validation happens in the same loop: the fast path accepts only ``digits`` followed by a
+  separator; anything else goes to :func:`_slow_value`, which either parses it (``3.0``,
+  ``"3"``, `` 3``, ``3e0``...) or returns an error code and the byte position, which
+  :class:`_RowParser` turns into a :class:`~sc_assets.core.errors.CountMatrixError`.
+
+Accepted
+--------
+CRLF or LF line endings, a UTF-8 byte-order mark, double-quoted fields (RFC 4180, ``""`` for a
+quote; but a quoted field may not contain a line break), no final newline, blank lines (skipped,
+as pandas does), multi-member gzip. A count is an optionally signed decimal with an optional
+fraction and exponent, and spaces or tabs around it, whose value is a whole number from 0 to
+2147483647 (``3``, ``003``, ``+3``, ``3.``, ``3.000``, ``3e0``, ``1.5e1``, ``-0``); counts above
+2**24 are rounded to float32 as ``astype(np.float32)`` would.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.sparse
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from sc_assets.core._decompress import decompressed_blocks, uncompressed_size_hint
+from sc_assets.core.errors import CountMatrixError
+
+if sys.byteorder != "little":  # the zero-run skip reads the first byte from the low bits
+    raise ImportError("sc_assets.core._csv_parser needs a little-endian machine")
+
+
+@dataclass(frozen=True)
+class ParsedCountMatrix:
+    """The content of one count-matrix file.
+
+    Attributes
+    ----------
+    barcodes
+        Cell barcodes: the header fields after the corner field, in file order.
+    genes
+        Gene names: the first field of each data row, in file order, exactly as written
+        (unquoted); duplicates are kept.
+    X
+        ``(n_cells, n_genes)`` CSR matrix of the counts: float32 data, int32 indices and indptr
+        (int64 only when nnz >= 2**31), sorted indices, no explicit zeros.
+    """
+
+    barcodes: list[str]
+    genes: list[str]
+    X: scipy.sparse.csr_matrix
+
+
+# --- bytes ---------------------------------------------------------------------------------
+_NL, _CR, _COMMA, _QUOTE, _SPACE, _TAB = 10, 13, 44, 34, 32, 9
+_PLUS, _MINUS, _DOT, _ZERO, _LOWER_E = 43, 45, 46, 48, 101
+_ZERO_PAIRS = int.from_bytes(b"0,0,0,0,", "little")
+_INT32_MAX = 2**31 - 1
+_BOM = b"\xef\xbb\xbf"
+
+# --- error codes set by the numba loop (0 = none) ------------------------------------------
+_E_EMPTY_GENE = 1
+_E_SHORT_ROW = 2
+_E_LONG_ROW = 3
+_E_TRAILING_COMMA = 4
+_E_EMPTY_VALUE = 5
+_E_NOT_NUMBER = 6
+_E_NEGATIVE = 7
+_E_NOT_INTEGER = 8
+_E_TOO_LARGE = 9
+_E_UNCLOSED_QUOTE = 10
+_E_AFTER_QUOTE = 11
+
+# --- slots of the int64 state array shared by the numba loop and _RowParser ----------------
+_S_ROWS = 0  # gene rows parsed so far
+_S_NNZ = 1  # non-zeros stored so far
+_S_NAMES = 2  # bytes of gene names stored so far
+_S_LINE = 3  # 1-based line number of the next line to parse (of the error line after one)
+_S_ERR = 4  # error code
+_S_ERR_POS = 5  # byte range of the offending text in the buffer
+_S_ERR_END = 6
+_S_ERR_COL = 7  # 1-based field number of the error, 0 when not about one field
+_S_ERR_FOUND = 8  # number of fields found on a row of the wrong length
+_N_STATE = 9
+
+_JIT = {"nogil": True, "cache": True}
+
+
+@intrinsic
+def _load_int64(typingctx, buf, pos):
+    """The 8 bytes of ``buf`` from ``pos`` as one little-endian int64 (unaligned load)."""
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.gep(array.data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return types.int64(buf, pos), codegen
+
+
+@intrinsic
+def _trailing_zero_bits(typingctx, x):
+    """Number of trailing zero bits of a non-zero int64 (one ``tzcnt`` instruction)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.int64(x), codegen
+
+
+@numba.njit(**_JIT)
+def _is_digit(c):
+    return _ZERO <= c <= _ZERO + 9
+
+
+@numba.njit(**_JIT)
+def _digit_at(buf, int_start, n_int, frac_start, k):
+    """The k-th digit of a number whose integer and fraction digits are read as one run."""
+    return (buf[int_start + k] if k < n_int else buf[frac_start + k - n_int]) - _ZERO
+
+
+@numba.njit(**_JIT)
+def _parse_number(buf, a, b):
+    """Parse ``buf[a:b]`` as a count: returns ``(value, error code)``.
+
+    Grammar: spaces/tabs, optional sign, digits with an optional ``.`` and fraction, optional
+    exponent, spaces/tabs; the value must be a whole number in ``[0, 2**31 - 1]``. ``-0`` is 0.
+    """
+    while a < b and (buf[a] == _SPACE or buf[a] == _TAB):
+        a += 1
+    while b > a and (buf[b - 1] == _SPACE or buf[b - 1] == _TAB):
+        b -= 1
+    if a == b:
+        return 0, _E_EMPTY_VALUE
+    negative = buf[a] == _MINUS
+    if negative or buf[a] == _PLUS:
+        a += 1
+    i = a
+    while i < b and _is_digit(buf[i]):
+        i += 1
+    n_int = i - a
+    frac_start = i
+    if i < b and buf[i] == _DOT:
+        i += 1
+        frac_start = i
+        while i < b and _is_digit(buf[i]):
+            i += 1
+    n_frac = i - frac_start
+    if n_int + n_frac == 0:
+        return 0, _E_NOT_NUMBER
+    exponent = 0
+    if i < b and (buf[i] | 0x20) == _LOWER_E:
+        i += 1
+        exp_negative = i < b and buf[i] == _MINUS
+        if i < b and (buf[i] == _PLUS or buf[i] == _MINUS):
+            i += 1
+        if i == b or not _is_digit(buf[i]):
+            return 0, _E_NOT_NUMBER
+        while i < b and _is_digit(buf[i]):
+            # Capped: any exponent this large already makes the value zero, too large or
+            # fractional, and the cap keeps the arithmetic in range.
+            exponent = min(exponent * 10 + (buf[i] - _ZERO), 1_000_000)
+            i += 1
+        if exp_negative:
+            exponent = -exponent
+    if i != b:
+        return 0, _E_NOT_NUMBER
+    # value = (significant digits, without leading and trailing zeros) * 10**power
+    n_digits = n_int + n_frac
+    first = 0
+    while first < n_digits and _digit_at(buf, a, n_int, frac_start, first) == 0:
+        first += 1
+    if first == n_digits:
+        return 0, 0
+    if negative:
+        return 0, _E_NEGATIVE
+    last = n_digits
+    while _digit_at(buf, a, n_int, frac_start, last - 1) == 0:
+        last -= 1
+    power = exponent - n_frac + (n_digits - last)
+    if power < 0:
+        return 0, _E_NOT_INTEGER
+    if last - first + power > 10:
+        return 0, _E_TOO_LARGE
+    value = 0
+    for k in range(first, last):
+        value = value * 10 + _digit_at(buf, a, n_int, frac_start, k)
+    for _ in range(power):
+        value *= 10
+    if value > _INT32_MAX:
+        return 0, _E_TOO_LARGE
+    return value, 0
+
+
+@numba.njit(**_JIT)
+def _is_separator(buf, p):
+    c = buf[p]
+    if c == _CR:
+        return buf[p + 1] == _NL
+    return c in (_COMMA, _NL)
+
+
+@numba.njit(**_JIT)
+def _slow_value(buf, tok):
+    """Parse the value field at ``tok`` that the digits-only fast path did not accept.
+
+    Returns ``(value, separator position, error code, text start, text end)``; the text range
+    is the field's content, for error messages.
+    """
+    if buf[tok] == _QUOTE:
+        q = tok + 1
+        while buf[q] != _QUOTE:
+            if buf[q] == _NL:
+                return 0, q, _E_UNCLOSED_QUOTE, tok, q
+            q += 1
+        if not _is_separator(buf, q + 1):
+            end = q + 1
+            while not _is_separator(buf, end):
+                end += 1
+            return 0, end, _E_AFTER_QUOTE, tok, end
+        value, err = _parse_number(buf, tok + 1, q)
+        return value, q + 1, err, tok + 1, q
+    q = tok
+    while not _is_separator(buf, q):
+        q += 1
+    value, err = _parse_number(buf, tok, q)
+    return value, q, err, tok, q
+
+
+@numba.njit(**_JIT)
+def _first_newline(buf, start):
+    """Index of the first newline in ``buf[start:]``, or -1."""
+    for p in range(start, buf.size):
+        if buf[p] == _NL:
+            return p
+    return -1
+
+
+@numba.njit(**_JIT)
+def _last_newline(buf, start):
+    """Index of the last newline in ``buf[start:]``, or -1 (scans back from the end)."""
+    for p in range(buf.size - 1, start - 1, -1):
+        if buf[p] == _NL:
+            return p
+    return -1
+
+
+@numba.njit(**_JIT)
+def _count_fields(buf, line_start):
+    """Fields on the line at ``line_start`` and whether the last one is empty (for messages)."""
+    fields = 1
+    quoted = False
+    p = line_start
+    while buf[p] != _NL:
+        if buf[p] == _QUOTE:
+            quoted = not quoted
+        elif buf[p] == _COMMA and not quoted:
+            fields += 1
+        p += 1
+    end = p - 1 if p > line_start and buf[p - 1] == _CR else p
+    return fields, end > line_start and buf[end - 1] == _COMMA
+
+
+@numba.njit(**_JIT)
+def _parse_rows(
+    buf, start, stop, n_cells, state, gene_ptr, cells, counts, names, name_ends, row_lines, cell_nnz
+):
+    """Parse the complete lines ``buf[start:stop]`` (``buf[stop - 1]`` is a newline).
+
+    Appends each gene row to the CSC arrays: ``cells``/``counts`` get the row's non-zeros
+    (cell index, value), ``gene_ptr[row + 1]`` the running non-zero count, ``names`` the gene
+    name bytes, ``name_ends[row]`` where they end and ``row_lines[row]`` the row's line number;
+    ``cell_nnz`` counts non-zeros per cell.
+    The caller guarantees the capacity. Progress and errors go into ``state``; on an error it
+    stops at once, with ``_S_LINE`` the error's line.
+    """
+    n = buf.size
+    rows = state[_S_ROWS]
+    nnz = state[_S_NNZ]
+    n_names = state[_S_NAMES]
+    line = state[_S_LINE]
+    err = 0
+    err_pos = 0
+    err_end = 0
+    err_col = 0
+    found = 0
+    p = start
+    while p < stop:
+        line_start = p
+        c = buf[p]
+        if c == _NL or (c == _CR and buf[p + 1] == _NL):  # blank line
+            p += 1 if c == _NL else 2
+            line += 1
+            continue
+        # -- gene name: copied (unquoted) into `names`
+        names_start = n_names
+        if c == _QUOTE:
+            q = p + 1
+            while True:
+                c = buf[q]
+                if c == _NL:
+                    err, err_pos, err_end, err_col = _E_UNCLOSED_QUOTE, p, q, 1
+                    break
+                if c == _QUOTE:
+                    if buf[q + 1] != _QUOTE:
+                        q += 1
+                        break
+                    q += 1  # "" is a literal quote
+                names[n_names] = c
+                n_names += 1
+                q += 1
+            if err:
+                break
+            if not _is_separator(buf, q):
+                end = q
+                while not _is_separator(buf, end):
+                    end += 1
+                err, err_pos, err_end, err_col = _E_AFTER_QUOTE, p, end, 1
+                break
+        else:
+            q = p
+            c = buf[q]
+            while c != _COMMA and c != _NL:
+                names[n_names] = c
+                n_names += 1
+                q += 1
+                c = buf[q]
+        if n_names == names_start:
+            err, err_pos, err_end, err_col = _E_EMPTY_GENE, p, q, 1
+            break
+        if buf[q] != _COMMA:
+            err, found = _E_SHORT_ROW, 1
+            break
+        name_ends[rows] = n_names
+        row_lines[rows] = line
+        # -- counts
+        p = q + 1
+        col = 0  # 0-based cell index of the field at p
+        while True:
+            # Skip "0," pairs 8 bytes at a time: no row ends in "0," and a match never spans
+            # a newline, so loads past `stop` (still inside `buf`) are harmless.
+            while p + 8 <= n:
+                diff = _load_int64(buf, p) ^ _ZERO_PAIRS
+                if diff != 0:
+                    pairs = _trailing_zero_bits(diff) >> 4
+                    p += 2 * pairs
+                    col += pairs
+                    break
+                p += 8
+                col += 4
+            if col >= n_cells:
+                found, trailing = _count_fields(buf, line_start)
+                err = _E_TRAILING_COMMA if trailing and found == n_cells + 2 else _E_LONG_ROW
+                err_col = n_cells + 2
+                break
+            tok = p
+            value = np.int64(buf[p]) - _ZERO
+            ok = 0 <= value <= 9
+            if ok:
+                p += 1
+                d = np.int64(buf[p]) - _ZERO
+                while 0 <= d <= 9 and value <= _INT32_MAX:
+                    value = value * 10 + d
+                    p += 1
+                    d = np.int64(buf[p]) - _ZERO
+                c = buf[p]
+                ok = value <= _INT32_MAX and _is_separator(buf, p)
+            if not ok:
+                value, p, err, err_pos, err_end = _slow_value(buf, tok)
+                if err:
+                    err_col = col + 2
+                    break
+                c = buf[p]
+            if value != 0:
+                cells[nnz] = col
+                counts[nnz] = value
+                cell_nnz[col] += 1
+                nnz += 1
+            if c != _COMMA:
+                break
+            p += 1
+            col += 1
+        if err:
+            break
+        if col + 1 < n_cells:
+            err, found = _E_SHORT_ROW, col + 2
+            break
+        p += 1 if c == _NL else 2
+        rows += 1
+        gene_ptr[rows] = nnz
+        line += 1
+    state[_S_ROWS] = rows
+    state[_S_NNZ] = nnz
+    state[_S_NAMES] = n_names
+    state[_S_LINE] = line
+    state[_S_ERR] = err
+    state[_S_ERR_POS] = err_pos
+    state[_S_ERR_END] = err_end
+    state[_S_ERR_COL] = err_col
+    state[_S_ERR_FOUND] = found
+
+
+@numba.njit(**_JIT)
+def _bucket_panel(gene_ptr, first_gene, end_gene, cells, counts, shift, offsets, keys, values):
+    """Pass 1 of the transpose: group the panel's entries by cell bucket, in place.
+
+    The entries of genes ``[first_gene, end_gene)`` are moved, in gene order, to their bucket
+    (cell ``c`` is in bucket ``c >> shift``): bucket ``b`` ends up at ``gene_ptr[first_gene] +
+    offsets[b] : ... + offsets[b + 1]``, and ``cells`` then holds ``gene << shift | c & mask``
+    (the gene and the cell within the bucket). With ~100 buckets the write cursors stay in L1,
+    unlike a direct scatter to thousands of cell rows. ``keys``/``values`` hold one panel.
+    """
+    base = gene_ptr[first_gene]
+    mask = (1 << shift) - 1
+    cursor = offsets[:-1].copy()
+    for g in range(first_gene, end_gene):
+        for k in range(gene_ptr[g], gene_ptr[g + 1]):
+            c = cells[k]
+            slot = cursor[c >> shift]
+            cursor[c >> shift] = slot + 1
+            keys[slot] = (g << shift) | (c & mask)
+            values[slot] = counts[k]
+    size = gene_ptr[end_gene] - base
+    cells[base : base + size] = keys[:size]
+    counts[base : base + size] = values[:size]
+
+
+@numba.njit(**_JIT)
+def _place_buckets(
+    panel_bases,
+    panel_offsets,
+    keys,
+    counts,
+    shift,
+    first_bucket,
+    end_bucket,
+    indptr,
+    genes_out,
+    data_out,
+):
+    """Pass 2 of the transpose: write the CSR rows of the cells in buckets ``[first, end)``.
+
+    For each bucket, its segments of all panels are read in panel (hence gene) order and each
+    entry goes to the next free slot of its cell's row, so rows come out sorted. Only one
+    bucket's cursors (``1 << shift`` cells) are live at a time.
+    """
+    mask = (1 << shift) - 1
+    n_cells = indptr.size - 1
+    cursor = np.empty(1 << shift, dtype=np.int64)
+    for b in range(first_bucket, end_bucket):
+        first_cell = b << shift
+        for j in range(min(1 << shift, n_cells - first_cell)):
+            cursor[j] = indptr[first_cell + j]
+        for p in range(panel_bases.size):
+            start = panel_bases[p] + panel_offsets[p, b]
+            for k in range(start, panel_bases[p] + panel_offsets[p, b + 1]):
+                key = keys[k]
+                slot = cursor[key & mask]
+                cursor[key & mask] = slot + 1
+                genes_out[slot] = key >> shift
+                data_out[slot] = counts[k]
+
+
+def _grown(array: np.ndarray, used: int, needed: int) -> np.ndarray:
+    """``array`` with room for ``needed`` items, keeping the first ``used`` (doubling growth)."""
+    if array.size >= needed:
+        return array
+    bigger = np.empty(max(needed, 2 * array.size), dtype=array.dtype)
+    bigger[:used] = array[:used]
+    return bigger
+
+
+#: Non-zeros per panel (see :meth:`_RowParser._cut_panel`): few panels, and a small buffer.
+_PANEL_NNZ = 1 << 19
+
+#: log2 of the cells per bucket in the two-pass transpose (128: cursors fit in L1).
+_BUCKET_SHIFT = 7
+
+#: Below this many non-zeros the final pass runs in one thread (a thread start costs more).
+_PARALLEL_PLACE_MIN_NNZ = 1 << 20
+
+_NA_STRINGS = frozenset(
+    ["#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "1.#IND", "1.#QNAN", "<NA>", "N/A"]
+    + ["NA", "NULL", "None", "n/a", "null"]
+)
+
+
+def _quote_text(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _value_problem(code: int, text: str) -> str:
+    shown = _quote_text(text)
+    rule = "counts must be non-negative integers"
+    if code == _E_NOT_NUMBER:
+        word = text.strip(" \t").lower().lstrip("+-")
+        if word == "nan":
+            return f"{shown} is NaN (not a number): {rule}; write 0 for a cell without counts"
+        if word in ("inf", "infinity"):
+            return f"{shown} is infinite: {rule}"
+        if text.strip(" \t") in _NA_STRINGS:
+            return f"{shown} marks a missing value: every cell needs a count (write 0 for none)"
+        return f"{shown} is not a number: {rule}"
+    if code == _E_NEGATIVE:
+        return f"{shown} is negative: {rule}"
+    if code == _E_NOT_INTEGER:
+        return f"{shown} is not a whole number: {rule}"
+    if code == _E_TOO_LARGE:
+        return f"{shown} is too large: counts must be at most {_INT32_MAX} (the int32 range)"
+    if code == _E_EMPTY_VALUE:
+        return "the count is empty: every cell needs a count (write 0 for none)"
+    if code == _E_UNCLOSED_QUOTE:
+        return (
+            f"the quoted field {shown} is not closed before the end of the line "
+            "(line breaks inside quoted fields are not supported)"
+        )
+    assert code == _E_AFTER_QUOTE, code
+    return f"unexpected text after the closing quote in {shown}: a field ends at a comma"
+
+
+class _RowParser:
+    """Feeds chunks of complete lines to :func:`_parse_rows`; owns the arrays; builds the CSR.
+
+    The non-zeros are appended gene by gene (CSC order). Every :data:`_PANEL_NNZ` non-zeros the
+    finished genes form a *panel* whose entries are grouped by cell bucket while still in cache
+    (:func:`_bucket_panel`), in this thread's spare time while the decoder works. The CSR is
+    then one pass over the buckets, on two threads (:func:`_place_buckets`).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], n_cells: int, first_line: int, nnz_hint: int
+    ) -> None:
+        self._path = path
+        self._n_cells = n_cells
+        self._first_line = first_line
+        self._state = np.zeros(_N_STATE, dtype=np.int64)
+        self._state[_S_LINE] = first_line
+        self._gene_ptr = np.zeros(1024, dtype=np.int64)
+        self._name_ends = np.zeros(1024, dtype=np.int64)
+        self._row_lines = np.zeros(1024, dtype=np.int64)
+        self._names = np.empty(1 << 16, dtype=np.uint8)
+        # np.empty only reserves address space: pages count towards RSS once written, so an
+        # upper-bound hint costs nothing and saves the copies of geometric growth.
+        try:
+            self._cells = np.empty(max(nnz_hint, 1 << 16), dtype=np.int32)
+            self._counts = np.empty(self._cells.size, dtype=np.float32)
+        except MemoryError:  # address space is limited (ulimit -v): grow as needed instead
+            self._cells = np.empty(1 << 16, dtype=np.int32)
+            self._counts = np.empty(1 << 16, dtype=np.float32)
+        self._cell_nnz = np.zeros(n_cells, dtype=np.int64)
+        self._shift = min(_BUCKET_SHIFT, (n_cells - 1).bit_length())
+        self._bucket_starts = np.arange(0, n_cells, 1 << self._shift)
+        self._panel_genes = [0]  # first gene of each panel, then of the open one
+        self._panel_offsets: list[np.ndarray] = []  # per panel: bucket offsets (n_buckets + 1)
+        self._panel_cell_nnz = np.zeros(n_cells, dtype=np.int64)  # cell_nnz at the last cut
+        self._keys = np.empty(0, dtype=np.int32)
+        self._values = np.empty(0, dtype=np.float32)
+
+    def feed(self, chunk: np.ndarray, start: int, stop: int) -> None:
+        """Parse the complete lines ``chunk[start:stop]``; raise CountMatrixError on a problem."""
+        size = stop - start
+        rows, nnz, n_names = (int(v) for v in self._state[:3])
+        # Capacity bounds: a non-zero takes >= 2 bytes (digit and separator), a gene row
+        # >= 2 * n_cells + 1, a name <= its bytes; so the numba loop never checks capacity.
+        max_rows = size // (2 * self._n_cells + 1) + 1
+        self._gene_ptr = _grown(self._gene_ptr, rows + 1, rows + max_rows + 1)
+        self._name_ends = _grown(self._name_ends, rows, rows + max_rows)
+        self._row_lines = _grown(self._row_lines, rows, rows + max_rows)
+        self._names = _grown(self._names, n_names, n_names + size)
+        self._cells = _grown(self._cells, nnz, nnz + size // 2 + 1)
+        self._counts = _grown(self._counts, nnz, nnz + size // 2 + 1)
+        _parse_rows(
+            chunk,
+            start,
+            stop,
+            self._n_cells,
+            self._state,
+            self._gene_ptr,
+            self._cells,
+            self._counts,
+            self._names,
+            self._name_ends,
+            self._row_lines,
+            self._cell_nnz,
+        )
+        if self._state[_S_ERR]:
+            raise self._error(chunk)
+        if self._state[_S_NNZ] - self._gene_ptr[self._panel_genes[-1]] >= _PANEL_NNZ:
+            self._cut_panel()
+
+    def _cut_panel(self) -> None:
+        """Close the open panel (the genes parsed since the last cut) and bucket it."""
+        first_gene, end_gene = self._panel_genes[-1], self.n_genes
+        if end_gene > 1 << (31 - self._shift):  # the gene must fit in an int32 bucket key
+            problem = f"more than {1 << (31 - self._shift)} gene rows are not supported"
+            raise CountMatrixError(self._path, problem)
+        panel_cell_nnz = self._cell_nnz - self._panel_cell_nnz
+        self._panel_cell_nnz += panel_cell_nnz
+        offsets = np.zeros(self._bucket_starts.size + 1, dtype=np.int64)
+        np.cumsum(np.add.reduceat(panel_cell_nnz, self._bucket_starts), out=offsets[1:])
+        if self._keys.size < offsets[-1]:
+            self._keys = np.empty(offsets[-1], dtype=np.int32)
+            self._values = np.empty(offsets[-1], dtype=np.float32)
+        arrays = (self._cells, self._counts, self._shift, offsets, self._keys, self._values)
+        _bucket_panel(self._gene_ptr, first_gene, end_gene, *arrays)
+        self._panel_genes.append(end_gene)
+        self._panel_offsets.append(offsets)
+
+    def _error(self, chunk: np.ndarray) -> CountMatrixError:
+        code, pos, end, col, found = (int(v) for v in self._state[_S_ERR:])
+        line = int(self._state[_S_LINE])
+        text = chunk[pos:end].tobytes().decode("utf-8", "replace")
+        n = self._n_cells
+        expected = f"expected {n + 1} fields (a gene name and one count for each of the {n} cells"
+        expected += f" in the header) but found {found}"
+        if code == _E_SHORT_ROW:
+            return CountMatrixError(self._path, f"too few fields: {expected}", line=line)
+        if code == _E_LONG_ROW:
+            hint = ""
+            if line == self._first_line and found == n + 2:
+                hint = " (if every row has one field more, the header lacks its corner field)"
+            problem = f"too many fields: {expected}{hint}"
+            return CountMatrixError(self._path, problem, line=line, column=col)
+        if code == _E_TRAILING_COMMA:
+            problem = f"the line ends with a comma (an empty last field): {expected}"
+            return CountMatrixError(self._path, problem, line=line, column=col)
+        if code == _E_EMPTY_GENE:
+            problem = "the gene name (first field) is empty: every row must start with one"
+            return CountMatrixError(self._path, problem, line=line, column=1)
+        if col == 1:  # quoting problems in the gene name
+            problem = _value_problem(code, text).replace("a field ends", "the gene name ends")
+            return CountMatrixError(self._path, problem, line=line, column=1)
+        return CountMatrixError(self._path, _value_problem(code, text), line=line, column=col)
+
+    @property
+    def n_genes(self) -> int:
+        return int(self._state[_S_ROWS])
+
+    def genes(self) -> list[str]:
+        """The gene names, decoded from UTF-8."""
+        rows = self.n_genes
+        ends = self._name_ends[:rows].tolist()
+        raw = self._names[: ends[-1] if ends else 0].tobytes()
+        starts = [0, *ends[:-1]]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            row = int(np.searchsorted(self._name_ends[:rows], exc.start, side="right"))
+            name = raw[starts[row] : ends[row]].decode("utf-8", "replace")
+            problem = f"the gene name {_quote_text(name)} is not UTF-8 text"
+            line = int(self._row_lines[row])
+            raise CountMatrixError(self._path, problem, line=line, column=1) from None
+        if len(text) == len(raw):  # ASCII: byte offsets are character offsets
+            return [text[a:b] for a, b in zip(starts, ends, strict=True)]
+        return [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
+
+    def to_csr(self) -> scipy.sparse.csr_matrix:
+        """The cells x genes CSR matrix; the parser's arrays are released."""
+        if self._panel_genes[-1] < self.n_genes:
+            self._cut_panel()
+        self._keys = self._values = None
+        n_genes, nnz = self.n_genes, int(self._state[_S_NNZ])
+        index_dtype = np.int32 if nnz < 2**31 else np.int64
+        indptr = np.zeros(self._n_cells + 1, dtype=np.int64)
+        np.cumsum(self._cell_nnz, out=indptr[1:])
+        genes_out = np.empty(nnz, dtype=index_dtype)
+        data_out = np.empty(nnz, dtype=np.float32)
+        panels = (self._gene_ptr[self._panel_genes[:-1]], np.stack(self._panel_offsets))
+        arrays = (self._cells, self._counts, self._shift)
+        out = (indptr, genes_out, data_out)
+        n_buckets = self._bucket_starts.size
+        if nnz < _PARALLEL_PLACE_MIN_NNZ:
+            _place_buckets(*panels, *arrays, 0, n_buckets, *out)
+        else:  # split the buckets where half of the non-zeros are
+            middle = int(np.searchsorted(indptr[self._bucket_starts], nnz // 2))
+            upper = threading.Thread(
+                target=_place_buckets, args=(*panels, *arrays, middle, n_buckets, *out)
+            )
+            upper.start()
+            _place_buckets(*panels, *arrays, 0, middle, *out)
+            upper.join()
+        self._cells = self._counts = None
+        X = scipy.sparse.csr_matrix(
+            (data_out, genes_out, indptr.astype(index_dtype)), shape=(self._n_cells, n_genes)
+        )
+        X.has_sorted_indices = True
+        X.has_canonical_format = True
+        return X
+
+
+_NO_BYTES = np.empty(0, dtype=np.uint8)
+_NEWLINE = np.array([_NL], dtype=np.uint8)
+
+_NUMBER_RE = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*|[+-]?(nan|inf)", re.I)
+
+
+def _parse_header(path: str | os.PathLike[str], raw: bytes) -> tuple[str, list[str]]:
+    """The corner field and the barcodes of the header line ``raw`` (without its newline)."""
+    raw = raw.removeprefix(_BOM).removesuffix(b"\r")
+    if not raw:
+        raise CountMatrixError(
+            path, "the first line is empty: expected the header row of cell barcodes", line=1
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problem = f"the header row is not UTF-8 text (byte {exc.start + 1}); is this a CSV file?"
+        raise CountMatrixError(path, problem, line=1) from None
+    try:
+        fields = next(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        problem = f"the header row has a badly quoted field ({exc})"
+        raise CountMatrixError(path, problem, line=1) from None
+    corner, barcodes = fields[0], fields[1:]
+    if not barcodes:
+        problem = "the header row has no cell barcodes: expected a corner field, then one barcode"
+        raise CountMatrixError(path, problem + " per cell, separated by commas", line=1)
+    if all(_NUMBER_RE.fullmatch(b) for b in barcodes):
+        problem = (
+            f"the first line looks like a gene row, not a header: all {len(barcodes)} fields after"
+            " the first are numbers; the file must start with a header row of cell barcodes"
+        )
+        raise CountMatrixError(path, problem, line=1)
+    if barcodes[-1] == "":
+        problem = "the header row ends with a comma (an empty last field)"
+        raise CountMatrixError(path, problem, line=1, column=len(fields))
+    seen: dict[str, int] = {}
+    for column, barcode in enumerate(barcodes, start=2):
+        if barcode == "":
+            problem = "the cell barcode is empty: every column needs a barcode"
+            raise CountMatrixError(path, problem, line=1, column=column)
+        first = seen.setdefault(barcode, column)
+        if first != column:
+            problem = (
+                f"cell barcode {_quote_text(barcode)} appears twice in the header, in columns"
+                f" {first} and {column}: barcodes must be unique"
+            )
+            raise CountMatrixError(path, problem, line=1, column=column)
+    return corner, barcodes
+
+
+def parse_count_matrix(path: str | os.PathLike[str]) -> ParsedCountMatrix:
+    """Read a gzipped genes x cells count CSV as a cells x genes CSR matrix.
+
+    The result equals ``csr_matrix(pd.read_csv(path, index_col=0).T.values.astype(np.float32))``
+    (canonical), with ``barcodes``/``genes`` equal to the frame's columns/index as strings; but
+    it streams, never holds a dense matrix, and decodes and parses on two cores.
+
+    Parameters
+    ----------
+    path
+        Gzipped CSV (single or multi-member): a header row (corner field, then cell barcodes),
+        then one row per gene (gene name, then one non-negative integer count per cell).
+
+    Returns
+    -------
+    ParsedCountMatrix
+        Barcodes, gene names and the ``(n_cells, n_genes)`` float32 CSR matrix.
+
+    Raises
+    ------
+    CountMatrixError
+        If the file is not a well-formed gzipped matrix of non-negative integer counts. The
+        message names the file, the 1-based line and field (column) and the problem.
+    """
+    with decompressed_blocks(path) as blocks:
+        # The header: everything up to the first newline (quoted fields may not span lines).
+        head: list[bytes] = []
+        block, pos = _NO_BYTES, 0
+        for block in blocks:
+            newline = _first_newline(block, 0)
+            if newline >= 0:
+                head.append(block[:newline].tobytes())
+                pos = newline + 1
+                break
+            head.append(block.tobytes())
+        else:
+            block, pos = _NO_BYTES, 0
+            if not any(head):
+                raise CountMatrixError(
+                    path, "the file contains no data (it decompresses to nothing)"
+                )
+        _, barcodes = _parse_header(path, b"".join(head))
+        # Each non-zero takes >= 2 bytes of text: with an exact size hint, a capacity bound.
+        nnz_hint = uncompressed_size_hint(path) // 2 + 1
+        rows = _RowParser(path, len(barcodes), first_line=2, nnz_hint=nnz_hint)
+        # Data rows: parse whole lines in place; a line cut by block edges is copied together
+        # (a copy of one line, not of the block; blocks are recycled once we ask for the next).
+        partial: list[np.ndarray] = []
+        while True:
+            if partial:
+                newline = _first_newline(block, pos)
+                if newline < 0:
+                    partial.append(block[pos:].copy())
+                    pos = block.size
+                else:
+                    line = np.concatenate([*partial, block[pos : newline + 1]])
+                    partial.clear()
+                    rows.feed(line, 0, line.size)
+                    pos = newline + 1
+            if not partial:
+                last_newline = _last_newline(block, pos)
+                if last_newline >= 0:
+                    rows.feed(block, pos, last_newline + 1)
+                    pos = last_newline + 1
+                if pos < block.size:
+                    partial.append(block[pos:].copy())
+            block = next(blocks, None)
+            if block is None:
+                break
+            pos = 0
+        if partial:  # no final newline
+            line = np.concatenate([*partial, _NEWLINE])
+            rows.feed(line, 0, line.size)
+    if rows.n_genes == 0:
+        raise CountMatrixError(path, "the file has a header row but no gene rows")
+    return ParsedCountMatrix(barcodes=barcodes, genes=rows.genes(), X=rows.to_csr())

@@ -1,0 +1,119 @@
+"""Write small genes x cells count CSVs in the format variants the parser must accept.
+
+Shared by the parser tests: :func:`write_count_csv` renders a numpy matrix with the chosen
+variant (line endings, BOM, quoting, float spelling, gzip members...), :func:`pandas_reference`
+reads a file the tutorial way, for comparison.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How to spell a count matrix as CSV text (the defaults are the plain GEO format)."""
+
+    newline: str = "\n"
+    bom: bool = False
+    quote_header: bool = False
+    quote_genes: bool = False
+    quote_values: bool = False
+    final_newline: bool = True
+    float_values: bool = False  # non-zero counts as "3.0", "3.", "3.000" and "3e0" in turn
+    trailing_blank_lines: int = 0
+    members: int = 1  # gzip members (the text is split into this many and concatenated)
+    corner: str = ""
+
+
+def _quoted(field: str) -> str:
+    return '"' + field.replace('"', '""') + '"'
+
+
+_FLOAT_SPELLINGS = ("{}.0", "{}.", "{}.000", "{}e0")
+
+
+def render(
+    counts: np.ndarray, genes: list[str], barcodes: list[str], variant: Variant = Variant()
+) -> bytes:
+    """The CSV text (genes as rows, cells as columns) of a genes x cells integer matrix."""
+    v = variant
+    header = [v.corner, *barcodes]
+    if v.quote_header:
+        header = [_quoted(f) for f in header]
+    lines = [",".join(header)]
+    spellings = _FLOAT_SPELLINGS if v.float_values else ("{}",)
+    k = 0
+    for gene, row in zip(genes, counts, strict=True):
+        fields = []
+        for value in row.tolist():
+            text = str(value)
+            if value:
+                text = spellings[k % len(spellings)].format(value)
+                k += 1
+            fields.append(_quoted(text) if v.quote_values else text)
+        lines.append(",".join([_quoted(gene) if v.quote_genes else gene, *fields]))
+    text = v.newline.join(lines)
+    if v.final_newline:
+        text += v.newline
+    text += v.newline * v.trailing_blank_lines
+    return (b"\xef\xbb\xbf" if v.bom else b"") + text.encode()
+
+
+def write_gz(path: Path, data: bytes, members: int = 1) -> Path:
+    """Gzip ``data`` into ``path`` as ``members`` concatenated members (like ``cat a.gz b.gz``)."""
+    cuts = np.linspace(0, len(data), members + 1).astype(int)
+    path.write_bytes(b"".join(gzip.compress(data[a:b]) for a, b in pairwise(cuts)))
+    return path
+
+
+def write_count_csv(
+    path: Path,
+    counts: np.ndarray,
+    genes: list[str] | None = None,
+    barcodes: list[str] | None = None,
+    variant: Variant = Variant(),
+) -> Path:
+    """Write a genes x cells integer matrix as a gzipped CSV; default names G0.., AAAC-0.."""
+    n_genes, n_cells = counts.shape
+    genes = [f"G{i}" for i in range(n_genes)] if genes is None else genes
+    barcodes = [f"AAAC-{j}" for j in range(n_cells)] if barcodes is None else barcodes
+    return write_gz(path, render(counts, genes, barcodes, variant), variant.members)
+
+
+@dataclass(frozen=True)
+class Reference:
+    barcodes: list[str]
+    genes: list[str]
+    X: scipy.sparse.csr_matrix
+
+
+def pandas_reference(path: Path) -> Reference:
+    """The tutorial recipe, cast to float32 and made canonical."""
+    df = pd.read_csv(path, index_col=0)
+    X = scipy.sparse.csr_matrix(df.T.values.astype(np.float32))
+    X.eliminate_zeros()
+    X.sort_indices()
+    return Reference([str(c) for c in df.columns], [str(g) for g in df.index], X)
+
+
+def assert_same_matrix(parsed, reference: Reference) -> None:
+    """The parser's result equals the reference exactly, in the promised dtypes and form."""
+    X = parsed.X
+    assert isinstance(X, scipy.sparse.csr_matrix)
+    assert X.shape == reference.X.shape
+    assert X.dtype == np.float32
+    assert X.indices.dtype == np.int32 and X.indptr.dtype == np.int32
+    assert np.array_equal(X.indptr, reference.X.indptr)
+    assert np.array_equal(X.indices, reference.X.indices)
+    assert np.array_equal(X.data, reference.X.data)
+    assert not (X.data == 0).any()
+    assert parsed.barcodes == reference.barcodes
+    assert parsed.genes == reference.genes

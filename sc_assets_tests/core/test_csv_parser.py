@@ -1,0 +1,221 @@
+"""The streaming count-matrix parser equals the pandas tutorial recipe, on every accepted form."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sc_assets.core import _csv_parser, _decompress
+from sc_assets.core._csv_parser import ParsedCountMatrix, parse_count_matrix
+from sc_assets_tests.core.csv_variants import (
+    Variant,
+    assert_same_matrix,
+    pandas_reference,
+    write_count_csv,
+    write_gz,
+)
+
+INT32_MAX = 2**31 - 1
+
+
+def random_counts(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:
+    """Mostly zeros, small counts, and now and then a huge one (up to the int32 limit)."""
+    counts = rng.geometric(0.4, size=shape).astype(np.int64)
+    huge = rng.random(shape) < 0.02
+    counts[huge] = rng.integers(2**24 - 2, INT32_MAX, endpoint=True, size=int(huge.sum()))
+    counts[rng.random(shape) >= density] = 0
+    return counts
+
+
+@st.composite
+def matrices(draw) -> tuple[np.ndarray, list[str], list[str]]:
+    shape = draw(
+        st.one_of(
+            st.tuples(st.integers(1, 30), st.integers(1, 30)),
+            st.tuples(st.just(1), st.integers(1, 400)),  # very wide
+            st.tuples(st.integers(1, 400), st.just(1)),  # very narrow
+        )
+    )
+    density = draw(st.sampled_from([0.0, 0.05, 0.3, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    counts = random_counts(rng, shape, density)
+    # Gene names as in real files (letters first, so pandas keeps them as strings), with
+    # repeats; barcodes unique.
+    pool = [f"{p}{i}" for p in ("MT-CO", "RPL", "AC0.", "LINC-") for i in range(6)]
+    genes = [pool[i] for i in rng.integers(0, len(pool), shape[0])]
+    barcodes = [f"{''.join(rng.choice(list('ACGT'), 8))}-{j}" for j in range(shape[1])]
+    return counts, genes, barcodes
+
+
+variants = st.builds(
+    Variant,
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    quote_header=st.booleans(),
+    quote_genes=st.booleans(),
+    quote_values=st.booleans(),
+    final_newline=st.booleans(),
+    float_values=st.booleans(),
+    trailing_blank_lines=st.integers(0, 2),
+    members=st.integers(1, 3),
+    corner=st.sampled_from(["", "gene"]),
+)
+
+hypothesis_settings = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Decode in tiny blocks, transpose in tiny panels, and use the two-thread final pass."""
+    monkeypatch.setattr(_decompress, "BLOCK_SIZE", 64)
+    monkeypatch.setattr(_csv_parser, "_PANEL_NNZ", 5)
+    monkeypatch.setattr(_csv_parser, "_PARALLEL_PLACE_MIN_NNZ", 1)
+
+
+@hypothesis_settings
+@given(matrix=matrices())
+def test_random_matrices_equal_pandas(tmp_path: Path, matrix) -> None:
+    counts, genes, barcodes = matrix
+    path = write_count_csv(tmp_path / "m.csv.gz", counts, genes, barcodes)
+    assert_same_matrix(parse_count_matrix(path), pandas_reference(path))
+
+
+@hypothesis_settings
+@given(matrix=matrices(), variant=variants)
+def test_format_variants_equal_pandas(tmp_path: Path, matrix, variant: Variant) -> None:
+    counts, genes, barcodes = matrix
+    path = write_count_csv(tmp_path / "v.csv.gz", counts, genes, barcodes, variant)
+    assert_same_matrix(parse_count_matrix(path), pandas_reference(path))
+
+
+@hypothesis_settings
+@given(matrix=matrices(), variant=variants, block_size=st.integers(1, 80))
+def test_any_block_size_gives_the_same_result(
+    tmp_path: Path, monkeypatch, matrix, variant: Variant, block_size: int
+) -> None:
+    counts, genes, barcodes = matrix
+    path = write_count_csv(tmp_path / "b.csv.gz", counts, genes, barcodes, variant)
+    expected = parse_count_matrix(path)
+    with monkeypatch.context() as m:
+        m.setattr(_decompress, "BLOCK_SIZE", block_size)
+        m.setattr(_csv_parser, "_PANEL_NNZ", 3)
+        m.setattr(_csv_parser, "_PARALLEL_PLACE_MIN_NNZ", 1)
+        got = parse_count_matrix(path)
+    assert_same_matrix(got, pandas_reference(path))
+    assert (got.X != expected.X).nnz == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (300, 200)])
+def test_extreme_shapes(tmp_path: Path, shape: tuple[int, int], small_blocks) -> None:
+    counts = random_counts(np.random.default_rng(sum(shape)), shape, 0.3)
+    path = write_count_csv(tmp_path / "s.csv.gz", counts)
+    assert_same_matrix(parse_count_matrix(path), pandas_reference(path))
+
+
+def test_rows_spanning_block_edges(tmp_path: Path, small_blocks) -> None:
+    """With 64-byte blocks every row, the header and many numbers cross a block edge."""
+    rng = np.random.default_rng(7)
+    counts = random_counts(rng, (50, 40), 0.5)
+    path = write_count_csv(tmp_path / "e.csv.gz", counts, variant=Variant(newline="\r\n"))
+    assert_same_matrix(parse_count_matrix(path), pandas_reference(path))
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 7, 8, 9, 63, 64, 65])
+def test_every_cut_of_one_line(tmp_path: Path, monkeypatch, block_size: int) -> None:
+    """A line of long numbers and CRLF, cut at every kind of position."""
+    monkeypatch.setattr(_decompress, "BLOCK_SIZE", block_size)
+    counts = np.array([[INT32_MAX, 0, 0, 0, 0, 0, 12345, 0, 1], [0, 7, 0, 0, 0, 0, 0, 0, 0]])
+    path = write_count_csv(tmp_path / "c.csv.gz", counts, variant=Variant(newline="\r\n"))
+    assert_same_matrix(parse_count_matrix(path), pandas_reference(path))
+
+
+def test_large_values_round_like_float32(tmp_path: Path) -> None:
+    values = [2**24, 2**24 + 1, 2**24 + 3, 123456789, INT32_MAX - 1, INT32_MAX]
+    counts = np.array([values])
+    path = write_count_csv(tmp_path / "big.csv.gz", counts)
+    parsed = parse_count_matrix(path)
+    assert_same_matrix(parsed, pandas_reference(path))
+    assert parsed.X.toarray().ravel().tolist() == np.array(values, np.float32).tolist()
+
+
+def test_accepted_number_spellings(tmp_path: Path) -> None:
+    """Whole numbers in any spelling pandas reads; spaces and tabs around them are ignored."""
+    spellings = [
+        "3",
+        "003",
+        "+3",
+        "3.",
+        "3.0",
+        "3.000",
+        "3e0",
+        "0.3e1",
+        "30e-1",
+        '"3"',
+        '" 3 "',
+        " 3",
+        "3\t",
+    ]
+    zeros = ["0", "-0", "0.0", "-0.0", "0e5", "00", ".0", "+0"]
+    header = "," + ",".join(f"c{j}" for j in range(len(spellings)))
+    text = f"{header}\nA,{','.join(spellings)}\nB,{','.join(zeros + ['1'] * 5)}\n"
+    path = write_gz(tmp_path / "n.csv.gz", text.encode())
+    parsed = parse_count_matrix(path)
+    assert parsed.X.toarray().tolist() == [[3.0, 1.0 if j >= 8 else 0.0] for j in range(13)]
+
+
+def test_quoted_fields_keep_their_text(tmp_path: Path) -> None:
+    text = '"","AAAC-1","b,""2"""\n"GENE, with comma",1,0\n"""Q""",0,2\n'
+    path = write_gz(tmp_path / "q.csv.gz", text.encode())
+    parsed = parse_count_matrix(path)
+    assert parsed.barcodes == ["AAAC-1", 'b,"2"']
+    assert parsed.genes == ["GENE, with comma", '"Q"']
+    assert parsed.X.toarray().tolist() == [[1, 0], [0, 2]]
+    assert_same_matrix(parsed, pandas_reference(path))
+
+
+def test_blank_lines_are_skipped_and_unicode_names_kept(tmp_path: Path) -> None:
+    text = ",Zelle-ä,β-2\n\nGÈNE1,1,2\r\n\r\nМТ-CO1,0,5\n\n\n"
+    path = write_gz(tmp_path / "u.csv.gz", text.encode())
+    parsed = parse_count_matrix(path)
+    assert parsed.barcodes == ["Zelle-ä", "β-2"]
+    assert parsed.genes == ["GÈNE1", "МТ-CO1"]
+    assert parsed.X.toarray().tolist() == [[1, 0], [2, 5]]
+
+
+def test_output_is_canonical_csr(tmp_path: Path) -> None:
+    counts = random_counts(np.random.default_rng(3), (40, 30), 0.3)
+    path = write_count_csv(tmp_path / "k.csv.gz", counts)
+    parsed = parse_count_matrix(path)
+    assert isinstance(parsed, ParsedCountMatrix)
+    X = parsed.X
+    assert X.has_canonical_format
+    check = X.copy()
+    check.has_sorted_indices = False
+    check.sort_indices()
+    check.eliminate_zeros()
+    assert np.array_equal(check.indices, X.indices) and check.nnz == X.nnz
+    assert np.array_equal(X.toarray(), counts.T.astype(np.float32))
+
+
+def test_stdlib_decoder_gives_identical_results(tmp_path: Path, monkeypatch) -> None:
+    counts = random_counts(np.random.default_rng(11), (60, 25), 0.3)
+    path = write_count_csv(tmp_path / "d.csv.gz", counts, variant=Variant(members=3))
+    fast = parse_count_matrix(path)
+    monkeypatch.setattr(_decompress, "DECODER", _decompress.STDLIB_DECODER)
+    slow = parse_count_matrix(path)
+    assert fast.barcodes == slow.barcodes and fast.genes == slow.genes
+    assert (fast.X != slow.X).nnz == 0
+    assert_same_matrix(slow, pandas_reference(path))
+
+
+def test_zero_padding_after_the_gzip_stream_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "z.csv.gz"
+    path.write_bytes(gzip.compress(b",a,b\nG,1,0\n") + b"\0" * 100)
+    assert parse_count_matrix(path).X.toarray().tolist() == [[1], [0]]
