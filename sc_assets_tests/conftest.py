@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions
 
 from sc_assets.core.count_matrix_writer import write_count_matrix
 from sc_assets.dagster_home import ensure_dagster_home
@@ -18,33 +21,60 @@ from sc_assets.settings import Settings
 TEST_GENES = [f"GENE{i}" for i in range(400)] + ["TBCE", "TBCE", "MT-CO1", "MT-ND1", "MT-CYB"]
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings (and environment) pointing at fresh data, storage and Dagster home folders."""
-    env = {
-        "SC_ASSETS_DATA_DIR": str(tmp_path / "data"),
-        "SC_ASSETS_STORAGE_DIR": str(tmp_path / "storage"),
-        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    (tmp_path / "data").mkdir()
-    ensure_dagster_home(tmp_path / "dagster_home")
-    return Settings.from_env()
+@dataclass
+class Platform:
+    """Everything a Dagster-level test works on: settings, definitions, a SQLite instance."""
+
+    settings: Settings
+    defs: Definitions
+    instance: DagsterInstance
 
 
-@pytest.fixture
-def defs(settings: Settings):
+@contextlib.contextmanager
+def platform_in(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    """Point the environment at fresh data, storage and Dagster home folders under ``folder``."""
     from sc_assets.definitions import build_definitions
 
-    return build_definitions(settings)
+    monkeypatch.setenv("SC_ASSETS_DATA_DIR", str(folder / "data"))
+    monkeypatch.setenv("SC_ASSETS_STORAGE_DIR", str(folder / "storage"))
+    monkeypatch.setenv("DAGSTER_HOME", str(folder / "dagster_home"))
+    (folder / "data").mkdir()
+    ensure_dagster_home(folder / "dagster_home")
+    settings = Settings.from_env()
+    # A persistent SQLite instance in DAGSTER_HOME, as the CLI and the UI use.
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        yield Platform(settings, build_definitions(settings), instance)
 
 
 @pytest.fixture
-def instance(settings: Settings):
-    """A persistent SQLite instance in the test's DAGSTER_HOME (as the CLI and UI use)."""
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        yield instance
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform]:
+    with platform_in(tmp_path, monkeypatch) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def module_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One platform shared by the tests of a module (for read-only tests of one ingest)."""
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        platform_in(tmp_path_factory.mktemp("platform"), monkeypatch) as p,
+    ):
+        yield p
+
+
+@pytest.fixture
+def settings(platform: Platform) -> Settings:
+    return platform.settings
+
+
+@pytest.fixture
+def defs(platform: Platform) -> Definitions:
+    return platform.defs
+
+
+@pytest.fixture
+def instance(platform: Platform) -> DagsterInstance:
+    return platform.instance
 
 
 def random_counts(n_cells: int, n_genes: int, *, seed: int, density: float = 0.05) -> sp.csr_matrix:
@@ -111,3 +141,18 @@ def pandas_reference(path: Path) -> tuple[sp.csr_matrix, list[str], list[str]]:
     """The tutorial's recipe: cells x genes CSR, barcodes, gene symbols."""
     df = pd.read_csv(path, index_col=0)
     return sp.csr_matrix(df.T.values), [str(c) for c in df.columns], [str(g) for g in df.index]
+
+
+def run(p: Platform, job: str, partition_key: str | None = None):
+    """Execute one job of the code location in process, recorded on the test's instance."""
+    return p.defs.resolve_job_def(job).execute_in_process(
+        instance=p.instance, partition_key=partition_key, raise_on_error=False
+    )
+
+
+def ingest(p: Platform, keys: list[str]):
+    """What ``sc-assets ingest`` does, in process: register, pin genes, samples, merge."""
+    p.instance.add_dynamic_partitions("samples", keys)
+    assert run(p, "pin_reference_genes").success
+    samples = {key: run(p, "ingest_sample", key) for key in keys}
+    return samples, run(p, "merge_samples")

@@ -7,29 +7,16 @@ import numpy as np
 import pytest
 import scanpy as sc
 
-from sc_assets_tests.conftest import copy_samples, pandas_reference
+from sc_assets_tests.conftest import copy_samples, ingest, pandas_reference
 
 KEYS = ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2", "GSM5320461_Ctrl3"]
 
 
-def run(defs, instance, job: str, partition_key: str | None = None):
-    return defs.resolve_job_def(job).execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False
-    )
-
-
-def ingest(defs, instance, keys):
-    instance.add_dynamic_partitions("samples", keys)
-    assert run(defs, instance, "pin_reference_genes").success
-    results = {key: run(defs, instance, "ingest_sample", key) for key in keys}
-    return results, run(defs, instance, "merge_samples")
-
-
-@pytest.fixture
-def ingested(defs, instance, settings, demo_files):
-    copy_samples(demo_files, settings.data_dir, KEYS)
-    samples, merge = ingest(defs, instance, KEYS)
-    return samples, merge, settings
+@pytest.fixture(scope="module")
+def ingested(module_platform, demo_files):
+    copy_samples(demo_files, module_platform.settings.data_dir, KEYS)
+    samples, merge = ingest(module_platform, KEYS)
+    return samples, merge, module_platform.settings
 
 
 def test_samples_hold_exactly_the_csv_counts(ingested, demo_files):

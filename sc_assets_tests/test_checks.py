@@ -8,8 +8,7 @@ import scipy.sparse as sp
 
 from sc_assets.checks import MERGED_ADATA
 from sc_assets.core.count_matrix_writer import write_count_matrix
-from sc_assets_tests.conftest import copy_samples, pandas_reference
-from sc_assets_tests.test_assets import ingest, run
+from sc_assets_tests.conftest import copy_samples, ingest, pandas_reference, run
 
 GOOD = ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2", "GSM5320461_Ctrl3"]
 MISSING_GENES = "GSM5320462_Ctrl4"
@@ -34,12 +33,14 @@ def evaluations(result):
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-@pytest.fixture
-def mixed(defs, instance, settings, demo_files):
-    copy_samples(demo_files, settings.data_dir, GOOD)
-    missing = write_missing_genes(demo_files, settings.data_dir)
-    write_dense(demo_files, settings.data_dir)
-    samples, merge = ingest(defs, instance, [*GOOD, MISSING_GENES, DENSE])
+@pytest.fixture(scope="module")
+def mixed(module_platform, demo_files):
+    """Three good samples, one missing 25 genes, one dense: the issue's scenario."""
+    data_dir = module_platform.settings.data_dir
+    copy_samples(demo_files, data_dir, GOOD)
+    missing = write_missing_genes(demo_files, data_dir)
+    write_dense(demo_files, data_dir)
+    samples, merge = ingest(module_platform, [*GOOD, MISSING_GENES, DENSE])
     return samples, merge, missing
 
 
@@ -63,8 +64,9 @@ def test_each_failure_is_attributed_to_its_partition(mixed):
     assert evaluations(samples[DENSE])["gene_set"].passed
 
 
-def test_the_merge_refuses_and_names_the_samples_and_checks(mixed, instance, settings):
+def test_the_merge_refuses_and_names_the_samples_and_checks(mixed, module_platform):
     _, merge, _ = mixed
+    instance, settings = module_platform.instance, module_platform.settings
     assert not merge.success
     (failure,) = [e for e in merge.all_events if e.is_step_failure]
     description = failure.step_failure_data.user_failure_data.description
@@ -75,19 +77,25 @@ def test_the_merge_refuses_and_names_the_samples_and_checks(mixed, instance, set
     assert not Path(settings.storage_dir, "merged_adata.h5ad").exists()
 
 
-def test_the_merge_is_built_once_bad_samples_are_removed_or_fixed(
-    mixed, defs, instance, settings, demo_files
-):
-    instance.delete_dynamic_partition("samples", DENSE)  # removed
-    copy_samples(demo_files, settings.data_dir, [MISSING_GENES])  # fixed: the good file
-    assert run(defs, instance, "ingest_sample", MISSING_GENES).success
-    merge = run(defs, instance, "merge_samples")
+def test_the_merge_is_built_once_bad_samples_are_removed_or_fixed(platform, demo_files):
+    data_dir = platform.settings.data_dir
+    copy_samples(demo_files, data_dir, GOOD[:2])
+    write_missing_genes(demo_files, data_dir)
+    write_dense(demo_files, data_dir)
+    _, merge = ingest(platform, [*GOOD[:2], MISSING_GENES, DENSE])
+    assert not merge.success
+
+    platform.instance.delete_dynamic_partition("samples", DENSE)  # removed
+    copy_samples(demo_files, data_dir, [MISSING_GENES])  # fixed: the good file
+    assert run(platform, "ingest_sample", MISSING_GENES).success
+    merge = run(platform, "merge_samples")
     assert merge.success
     table = evaluations(merge)["cell_count"].metadata["per_sample"].value
-    assert [row.data["sample"] for row in table.records] == ["Ctrl1", "Ctrl2", "Ctrl3", "Ctrl4"]
+    assert [row.data["sample"] for row in table.records] == ["Ctrl1", "Ctrl2", "Ctrl4"]
 
 
-def test_too_few_cells_fail_cell_count(defs, instance, settings, demo_files):
+def test_too_few_cells_fail_cell_count(platform, demo_files):
+    settings = platform.settings
     copy_samples(demo_files, settings.data_dir, GOOD[:1])
     X, barcodes, genes = pandas_reference(demo_files[GOOD[1]])
     key = GOOD[1]
@@ -97,7 +105,7 @@ def test_too_few_cells_fail_cell_count(defs, instance, settings, demo_files):
         genes,
         barcodes[:50],
     )
-    samples, merge = ingest(defs, instance, [GOOD[0], key])
+    samples, merge = ingest(platform, [GOOD[0], key])
     cell_count = evaluations(samples[key])["cell_count"]
     assert not cell_count.passed and cell_count.metadata["n_cells"].value == 50
     assert "fewer than the minimum of 100" in cell_count.description

@@ -72,7 +72,7 @@ def test_ingest_then_a_bad_file_then_report(project):
     good = (project / "data" / "GSM5320461_Ctrl3_count_matrix.csv.gz").read_bytes()
     (project / "data" / "GSM5320462_Ctrl4_count_matrix.csv.gz").write_bytes(good[: len(good) // 2])
     (project / "data" / "notes.txt").write_text("not a sample")
-    second = sc_assets("ingest", cwd=project)
+    second = sc_assets("ingest", "--workers", "1", cwd=project)
     assert second.returncode == 1
     out = second.stdout
     assert "GSM5320462_Ctrl4" in out and "ERROR: " in out
@@ -92,7 +92,7 @@ def test_ingest_then_a_bad_file_then_report(project):
 
     # removing the bad file drops its never-materialized partition: the merge is rebuilt
     (project / "data" / "GSM5320462_Ctrl4_count_matrix.csv.gz").unlink()
-    third = sc_assets("ingest", cwd=project)
+    third = sc_assets("ingest", "--workers", "1", cwd=project)
     assert third.returncode == 0, third.stdout
     assert "GSM5320462_Ctrl4: source file is gone; partition dropped" in third.stdout
     assert sc_assets("report", "--out", "reports", cwd=project).returncode == 0

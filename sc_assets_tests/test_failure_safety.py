@@ -10,8 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 
-from sc_assets_tests.conftest import copy_samples
-from sc_assets_tests.test_assets import ingest, run
+from sc_assets_tests.conftest import copy_samples, ingest, run
 
 KEY = "GSM5320459_Ctrl1"
 
@@ -45,9 +44,10 @@ def h5ad_path(settings, key=KEY) -> Path:
     return Path(settings.storage_dir, "sample_adata", f"{key}.h5ad")
 
 
-def test_sigkill_during_a_write_loses_nothing(defs, instance, settings, demo_files, tmp_path):
+def test_sigkill_during_a_write_loses_nothing(platform, demo_files, tmp_path):
+    settings = platform.settings
     copy_samples(demo_files, settings.data_dir, [KEY])
-    ingest(defs, instance, [KEY])
+    ingest(platform, [KEY])
     good = h5ad_path(settings).read_bytes()
 
     marker = tmp_path / "writing"
@@ -68,22 +68,21 @@ def test_sigkill_during_a_write_loses_nothing(defs, instance, settings, demo_fil
     assert h5ad_path(settings).read_bytes() == good  # readers still see the good file
     assert ad.read_h5ad(h5ad_path(settings)).n_obs > 0
 
-    assert run(defs, instance, "ingest_sample", KEY).success  # the next run succeeds...
+    assert run(platform, "ingest_sample", KEY).success  # the next run succeeds...
     assert [p.name for p in folder.iterdir()] == [f"{KEY}.h5ad"]  # ...and cleans up
 
 
-def test_a_malformed_replacement_fails_alone_and_keeps_the_good_h5ad(
-    defs, instance, settings, demo_files
-):
+def test_a_malformed_replacement_fails_alone_and_keeps_the_good_h5ad(platform, demo_files):
+    settings = platform.settings
     keys = [KEY, "GSM5320460_Ctrl2"]
     copy_samples(demo_files, settings.data_dir, keys)
-    ingest(defs, instance, keys)
+    ingest(platform, keys)
     good = h5ad_path(settings).read_bytes()
     merged = Path(settings.storage_dir, "merged_adata.h5ad").read_bytes()
 
     source = settings.data_dir / f"{KEY}_count_matrix.csv.gz"
     source.write_bytes(source.read_bytes()[:5000])  # a truncated download replaces the file
-    bad = run(defs, instance, "ingest_sample", KEY)
+    bad = run(platform, "ingest_sample", KEY)
     assert not bad.success
     (failure,) = [e for e in bad.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.cause.message
@@ -92,8 +91,8 @@ def test_a_malformed_replacement_fails_alone_and_keeps_the_good_h5ad(
     assert sorted(p.name for p in h5ad_path(settings).parent.iterdir()) == sorted(
         f"{k}.h5ad" for k in keys
     )
-    assert run(defs, instance, "ingest_sample", keys[1]).success  # the others still run
+    assert run(platform, "ingest_sample", keys[1]).success  # the others still run
 
-    merge = run(defs, instance, "merge_samples")
+    merge = run(platform, "merge_samples")
     assert not merge.success  # the sample's latest run failed: the merge refuses...
     assert Path(settings.storage_dir, "merged_adata.h5ad").read_bytes() == merged  # ...intact

@@ -11,7 +11,7 @@ from sc_assets.core.count_matrix_writer import write_count_matrix
 from sc_assets.core.genes import read_features_file
 from sc_assets.definitions import build_definitions
 from sc_assets.settings import Settings
-from sc_assets_tests.test_assets import ingest
+from sc_assets_tests.conftest import Platform, ingest
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "10x" / "v3"
 MTX_DIR = FIXTURE / "filtered_feature_bc_matrix"
@@ -48,9 +48,9 @@ def split_into_geo_files(reference: ad.AnnData, data_dir: Path) -> list[ad.AnnDa
 def test_real_counts_survive_exactly(settings, instance, reference, monkeypatch, pin_from):
     if pin_from == "features file":
         monkeypatch.setenv("SC_ASSETS_REFERENCE_GENES", str(MTX_DIR / "features.tsv.gz"))
-    defs = build_definitions(Settings.from_env())
+    platform = Platform(settings, build_definitions(Settings.from_env()), instance)
     parts = split_into_geo_files(reference, settings.data_dir)
-    samples, merge = ingest(defs, instance, KEYS)
+    samples, merge = ingest(platform, KEYS)
 
     for key, expected in zip(KEYS, parts, strict=True):
         assert samples[key].success

@@ -13,8 +13,7 @@ from dagster import (
 
 from sc_assets.resources import SampleInbox
 from sc_assets.sensors import build_new_samples_sensor
-from sc_assets_tests.conftest import write_sample
-from sc_assets_tests.test_assets import run
+from sc_assets_tests.conftest import run, write_sample
 
 SENSOR = build_new_samples_sensor(interval_seconds=30)
 
@@ -156,11 +155,11 @@ def test_reference_genes_are_pinned_before_the_first_samples(instance, settings)
     assert partition_keys(second) == ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]
 
 
-def test_a_deleted_source_with_good_data_keeps_its_partition(instance, settings, defs):
+def test_a_deleted_source_with_good_data_keeps_its_partition(platform, instance, settings):
     instance.add_dynamic_partitions("samples", ["GSM5320459_Ctrl1"])
     age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
-    assert run(defs, instance, "pin_reference_genes").success
-    assert run(defs, instance, "ingest_sample", "GSM5320459_Ctrl1").success
+    assert run(platform, "pin_reference_genes").success
+    assert run(platform, "ingest_sample", "GSM5320459_Ctrl1").success
     ticker = Ticker(instance, settings.data_dir)
     ticker.tick()
     (settings.data_dir / "GSM5320459_Ctrl1_count_matrix.csv.gz").unlink()

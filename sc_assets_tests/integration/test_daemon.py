@@ -1,46 +1,106 @@
-"""The real daemon: files dropped into the inbox are ingested and merged without a click."""
+"""The real daemon, on SQLite and on PostgreSQL: twelve files land, nobody clicks.
+
+The sensor queues twelve sample runs at once; the run queue runs them two at a time; every
+materialization and check is recorded; the automation then merges them once. Copying a file
+again with the same bytes launches nothing, and a junk name never becomes a partition.
+"""
 
 import shutil
+import uuid
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from sc_assets_tests.integration.conftest import DagsterDev
+from sc_assets.core.demo import write_demo_series
+from sc_assets.dagster_home import POSTGRES_DAGSTER_YAML
+from sc_assets.sample_status import latest_check_evaluations
+from sc_assets_tests.integration.conftest import start_dagster_dev, stop_dagster_dev
 
 pytestmark = pytest.mark.integration
 
 SAMPLE, MERGED = AssetKey("sample_adata"), AssetKey("merged_adata")
-KEYS = ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2"]
+CHECKS = ["cell_count", "gene_set", "sparsity", "count_integrity", "empty_cells", "mt_genes"]
 
 
-def test_dropped_files_are_ingested_then_merged(dagster_dev: DagsterDev, demo_files):
-    with DagsterInstance.from_config(str(dagster_dev.home)) as instance:
-        for key in KEYS:
-            shutil.copy(demo_files[key], dagster_dev.data_dir / demo_files[key].name)
-        (dagster_dev.data_dir / "notes.txt").write_text("junk")  # reported, never a partition
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for this test (dropped afterwards), as a SQLAlchemy URL."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({error})")
+    admin.autocommit = True
+    name = f"sc_assets_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
 
-        dagster_dev.wait_until(
-            lambda: set(KEYS) <= instance.get_materialized_partitions(SAMPLE),
-            timeout=240,
-            what="both sample_adata partitions",
-        )
-        merged = dagster_dev.wait_until(
-            lambda: instance.get_latest_materialization_event(MERGED),
-            timeout=240,
-            what="merged_adata",
-        )
-        metadata = merged.asset_materialization.metadata
-        assert metadata["n_samples"].value == 2
-        assert sorted(instance.get_dynamic_partitions("samples")) == KEYS
-        assert (dagster_dev.storage_dir / "merged_adata.h5ad").exists()
 
-        # copying the same file again does nothing: no new run is launched
-        runs_before = len(instance.get_run_records())
-        shutil.copy(demo_files[KEYS[0]], dagster_dev.data_dir / demo_files[KEYS[0]].name)
-        dagster_dev.wait_until(
-            lambda: _ticks_since(instance, merged.timestamp) >= 3, timeout=60, what="3 ticks"
-        )
-        assert len(instance.get_run_records()) == runs_before
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_twelve_dropped_files_are_ingested_then_merged(storage, tmp_path, request, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    if storage == "postgres":
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", request.getfixturevalue("postgres_url"))
+        (home / "dagster.yaml").write_text(POSTGRES_DAGSTER_YAML)
+    staging = tmp_path / "staging"
+    paths = write_demo_series(staging, scale=0.012, samples=12, seed=3, workers=1)
+    keys = sorted(p.name.removesuffix("_count_matrix.csv.gz") for p in paths)
+
+    dev = start_dagster_dev(tmp_path)
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == (
+                "PostgresRunStorage" if storage == "postgres" else "SqliteRunStorage"
+            )
+            for path in paths:  # the sequencing core drops the files
+                shutil.copy(path, dev.data_dir / path.name)
+            (dev.data_dir / "notes.txt").write_text("junk")
+
+            dev.wait_until(
+                lambda: set(keys) <= instance.get_materialized_partitions(SAMPLE),
+                timeout=420,
+                what="12 sample_adata partitions",
+                interval=2,
+            )
+            merged = dev.wait_until(
+                lambda: instance.get_latest_materialization_event(MERGED),
+                timeout=240,
+                what="merged_adata",
+                interval=2,
+            )
+            assert merged.asset_materialization.metadata["n_samples"].value == 12
+            assert sorted(instance.get_dynamic_partitions("samples")) == keys  # no notes.txt
+
+            sample_runs = instance.get_run_records(RunsFilter(job_name="ingest_sample"))
+            assert len(sample_runs) == 12
+            assert {r.dagster_run.status for r in sample_runs} == {DagsterRunStatus.SUCCESS}
+            for key in keys:
+                evaluations = latest_check_evaluations(instance, SAMPLE, CHECKS, key)
+                assert sorted(evaluations) == sorted(CHECKS), key
+                assert all(e.passed for e in evaluations.values()), key
+            merged_checks = dev.wait_until(
+                lambda: latest_check_evaluations(instance, MERGED, ["cell_count"]),
+                timeout=60,
+                what="merged_adata's checks",
+            )
+            assert merged_checks["cell_count"].passed
+
+            # the same bytes copied again: the sensor looks, hashes, and launches nothing
+            runs_before = len(instance.get_run_records())
+            shutil.copy(paths[0], dev.data_dir / paths[0].name)
+            dev.wait_until(
+                lambda: _ticks_since(instance, merged.timestamp) >= 3, timeout=60, what="3 ticks"
+            )
+            assert len(instance.get_run_records()) == runs_before
+    finally:
+        stop_dagster_dev(dev)
+    stray = [p for p in (tmp_path / "storage").rglob(".*") if p.is_file()]
+    assert stray == []  # no temporary file left behind: none collided, none leaked
 
 
 def _ticks_since(instance: DagsterInstance, timestamp: float) -> int:
