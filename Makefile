@@ -32,8 +32,25 @@ demo: install
 	fi
 	$(BIN)/sc-assets ingest --data-dir data --storage-dir storage
 
-## make test: install the dev extra and run the whole suite
-test: install-dev
+## The browser of the UI test (sc_assets_tests/integration/test_ui.py): Debian's chromium,
+## installed only when /usr/bin/chromium is missing and apt-get can run (as root); the package
+## lists are refreshed only if a first attempt fails. Without it the test skips, saying why.
+.PHONY: chromium
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the browser test"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq chromium >/dev/null 2>&1 \
+			|| { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+			|| echo "warning: could not install chromium: the browser test will skip"; \
+		else \
+			echo "no /usr/bin/chromium and no root apt-get to install it: the browser test will skip"; \
+		fi; \
+	fi
+
+## make test: install the dev extra (and Chromium) and run the whole suite
+test: install-dev chromium
 	$(BIN)/pytest
 
 ## make dev: the Dagster UI (webserver + daemon) on http://127.0.0.1:3000

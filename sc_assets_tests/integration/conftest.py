@@ -137,3 +137,50 @@ def dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
         yield dev
     finally:
         stop_dagster_dev(dev)
+
+
+#: The code location's repository, as GraphQL selectors name it.
+REPOSITORY_SELECTOR = {"repositoryLocationName": "sc_assets", "repositoryName": "__repository__"}
+SENSOR_NAMES = ("new_samples_sensor", "merge_automation_sensor")
+#: Long enough that no sensor ticks a second time during a test.
+IDLE_SENSOR_INTERVAL = 3600
+
+_SENSOR_TICKS = """
+query ($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 1) { status } } }
+  }
+}
+"""
+
+
+def wait_for_first_ticks(dev: DagsterDev, sensor_names=SENSOR_NAMES, *, timeout: float = 120):
+    """Wait until each sensor has finished one tick (the daemon ticks them right at start)."""
+
+    def ticked(name: str) -> bool:
+        data = dev.graphql(_SENSOR_TICKS, {"selector": {**REPOSITORY_SELECTOR, "sensorName": name}})
+        sensor = data["sensorOrError"]
+        assert sensor["__typename"] == "Sensor", sensor
+        ticks = sensor["sensorState"]["ticks"]
+        return bool(ticks) and ticks[0]["status"] != "STARTED"
+
+    for name in sensor_names:
+        dev.wait_until(lambda name=name: ticked(name), timeout=timeout, what=f"{name}'s first tick")
+
+
+@pytest.fixture
+def idle_dagster_dev(tmp_path: Path) -> Iterator[DagsterDev]:
+    """``dagster dev`` whose sensors are on but have nothing to do for the whole test.
+
+    Sensors are RUNNING by default and the daemon ticks them at start: the data folder is
+    still empty then, and the next tick is an hour away. So whatever the test puts in the data
+    folder afterwards is ingested only by what the test launches (the UI, GraphQL), not by the
+    sensor or the merge automation racing it.
+    """
+    dev = start_dagster_dev(tmp_path, sensor_interval=IDLE_SENSOR_INTERVAL)
+    try:
+        wait_for_first_ticks(dev)
+        yield dev
+    finally:
+        stop_dagster_dev(dev)
