@@ -64,8 +64,11 @@ MERGED_CHECKS: Mapping[str, str] = {
     "gene_set": "Genes equal every merged sample's genes (same names, same order).",
     "sparsity": "X is CSR and at least the configured fraction of values is zero.",
     "counts_layer": 'layers["counts"] equals X: same nnz, same sum, same checksum.',
-    "unique_obs_names": "Every cell name (<sample>-<barcode>) is unique.",
+    "unique_obs_names": "Every cell name (`<sample>-<barcode>`) is unique.",
 }
+
+#: Check metadata keys that echo configured thresholds.
+THRESHOLD_KEYS = frozenset({"min_cells", "max_cells", "min_zero_fraction"})
 
 BLOCKING_SAMPLE_CHECKS = tuple(
     name for name, (_, severity) in SAMPLE_CHECKS.items() if severity is Severity.ERROR
@@ -97,7 +100,9 @@ def _sample_check_specs() -> list[AssetCheckSpec]:
 def merged_check_specs() -> list[AssetCheckSpec]:
     """Specs of the checks on ``merged_adata``."""
     return [
-        AssetCheckSpec(name, asset=MERGED_ADATA, description=f"[ERROR] {description}")
+        AssetCheckSpec(
+            name, asset=MERGED_ADATA, description=f"[ERROR] {description}", blocking=True
+        )
         for name, description in MERGED_CHECKS.items()
     ]
 
@@ -105,7 +110,9 @@ def merged_check_specs() -> list[AssetCheckSpec]:
 def to_check_result(outcome: CheckOutcome, asset_key: AssetKey) -> AssetCheckResult:
     """An AssetCheckResult carrying the outcome's description, key number and metadata."""
     metadata: dict[str, Any] = {"summary": MetadataValue.text(outcome.summary)}
-    metadata.update({key: to_metadata_value(value) for key, value in outcome.metadata.items()})
+    for key, value in outcome.metadata.items():
+        # A threshold is configuration, not a measurement: text, so the UI does not plot it.
+        metadata[key] = str(value) if key in THRESHOLD_KEYS else to_metadata_value(value)
     return AssetCheckResult(
         asset_key=asset_key,
         check_name=outcome.name,

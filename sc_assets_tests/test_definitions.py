@@ -1,6 +1,7 @@
 """The whole code location loads, and its public names stay what users rely on."""
 
 import importlib
+import re
 import subprocess
 import sys
 
@@ -57,9 +58,20 @@ def test_every_asset_and_check_explains_itself(defs):
         assert node.description and len(node.description) > 40, key
         assert node.kinds, key
         assert node.group_name == "single_cell", key
-    for spec in defs.resolve_assets_def("sample_adata").check_specs:
-        assert spec.description.startswith(("[ERROR]", "[WARN]")), spec.name
-        assert spec.blocking == spec.description.startswith("[ERROR]"), spec.name
+        assert node.owners == ["team:single-cell"], key
+        assert node.tags["domain"] == "scrna-seq", key
+        assert_markdown_safe(node.description)
+    for asset in ["sample_adata", "merged_adata"]:
+        for spec in defs.resolve_assets_def(asset).check_specs:
+            assert spec.description.startswith(("[ERROR]", "[WARN]")), spec.name
+            assert spec.blocking == spec.description.startswith("[ERROR]"), spec.name
+            assert_markdown_safe(spec.description)
+
+
+def assert_markdown_safe(text: str) -> None:
+    """The UI renders descriptions as Markdown: a bare <word> would vanish as an HTML tag."""
+    outside_code = re.sub(r"`[^`]*`", "", text)
+    assert "<" not in outside_code, text
 
 
 def test_automation_is_on_by_default(defs):

@@ -14,6 +14,7 @@ from dagster import (
 )
 from upath import UPath
 
+from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.automation import merge_when_samples_settle
 from sc_assets.checks import merged_check_specs, table_metadata, to_check_result
 from sc_assets.core import parse_partition_key
@@ -32,10 +33,12 @@ from sc_assets.sample_status import sample_statuses
     io_manager_key="h5ad_io_manager",
     group_name="single_cell",
     kinds={"anndata", "h5ad"},
+    owners=OWNERS,
+    tags=tags("merge"),
     code_version="1",
     description=(
         "All samples concatenated (anndata.concat semantics: inner join on genes, "
-        "merge='same', label='sample'), obs names '<sample>-<barcode>', layers['counts'] "
+        "merge='same', label='sample'), obs names `<sample>-<barcode>`, layers['counts'] "
         "included. Streamed from the per-sample .h5ad files in fixed-size blocks, so memory "
         "stays flat however many samples there are. Refuses to run while any sample is "
         "unmaterialized or fails an ERROR check, and names those samples."
@@ -86,6 +89,7 @@ def _merge(
 def _describe(summary: MergeSummary) -> dict[str, object]:
     size = summary.n_obs * summary.n_vars
     return {
+        "dagster/row_count": summary.n_obs,
         "n_obs": summary.n_obs,
         "n_vars": summary.n_vars,
         "nnz": summary.nnz,

@@ -2,6 +2,7 @@
 
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
+from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.core import CountMatrixError
 from sc_assets.core.genes import read_features_file, read_sample_genes
 from sc_assets.core.qc import MT_PREFIX
@@ -14,6 +15,8 @@ from sc_assets.resources import SampleInbox
     io_manager_key="gene_list_io_manager",
     group_name="single_cell",
     kinds={"text"},
+    owners=OWNERS,
+    tags=tags("reference"),
     code_version="1",
     description=(
         "The reference gene list (one symbol per line, made unique) that the gene_set check "

@@ -11,6 +11,7 @@ from dagster import (
     asset,
 )
 
+from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.assets.raw import raw_count_matrix
 from sc_assets.checks import sample_check_specs, to_check_result
 from sc_assets.core.plots import qc_plot_png
@@ -28,6 +29,8 @@ from sc_assets.resources import CheckThresholds, SampleInbox
     io_manager_key="h5ad_io_manager",
     group_name="single_cell",
     kinds={"anndata", "h5ad"},
+    owners=OWNERS,
+    tags=tags("sample"),
     code_version="1",
     description=(
         "One sample as AnnData (cells x genes): X and layers['counts'] hold the raw counts "
@@ -35,7 +38,7 @@ from sc_assets.resources import CheckThresholds, SampleInbox
         "(total_counts, n_genes_by_counts, pct_counts_mt), var['mt'] flags MT- genes. "
         "Partition key = file name without _count_matrix.csv.gz. Checks run on the same "
         "object before it is released; a failing ERROR check keeps the sample out of "
-        "merged_adata."
+        "merged_adata. QC histograms: a partition's `qc_plots` metadata (Show Markdown)."
     ),
 )
 def sample_adata(
@@ -52,6 +55,7 @@ def sample_adata(
         adata,
         metadata={
             **adata_summary(adata),
+            "dagster/row_count": adata.n_obs,
             "source": MetadataValue.path(str(path)),
             "qc_plots": MetadataValue.md(f"![QC plots](data:image/png;base64,{plot})"),
         },
