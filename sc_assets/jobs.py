@@ -33,10 +33,10 @@ merge_job = define_asset_job(
 
 reingest_job = define_asset_job(
     "reingest",
-    selection=AssetSelection.assets(sample_adata, merged_adata),
+    selection=AssetSelection.assets(reference_genes, sample_adata, merged_adata),
     executor_def=in_process_executor,
     description=(
-        "The nightly_reingest schedule's target: a sample partition or, without a partition, "
-        "the merge (each run selects one of the two)."
+        "The nightly_reingest schedule's target: each run selects one of its assets (a sample "
+        "partition, the merge, or the reference gene list when it was never pinned)."
     ),
 )

@@ -1,8 +1,9 @@
 """``nightly_reingest``: reconcile the input folder with what has been ingested.
 
 Whatever the sensor missed (it was off, a run failed, a file changed in place) is caught here:
-every valid file is registered, and a sample is re-ingested when it was never materialized or
-its content differs from the last observed version. When no sample needs a run but
+every valid file is registered, the reference gene list is pinned if it never was, and a sample
+is re-ingested when it was never materialized or its content differs from the last observed
+version. When no sample needs a run but
 ``merged_adata`` is missing or older than the newest sample, the merge is requested; otherwise
 the sample runs trigger the merge through its automation condition.
 """
@@ -10,6 +11,7 @@ the sample runs trigger the merge through its automation condition.
 import datetime
 
 from dagster import (
+    AssetKey,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
@@ -23,6 +25,8 @@ from sc_assets.jobs import reingest_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.resources import SampleInbox
 from sc_assets.sources import observed_sources, source_observation
+
+REFERENCE_GENES = AssetKey("reference_genes")
 
 
 def build_nightly_reingest(cron: str, timezone: str):
@@ -46,10 +50,14 @@ def build_nightly_reingest(cron: str, timezone: str):
         new_keys = [key for key in scan.samples if key not in known]
         if new_keys:
             instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
-        materialized = instance.get_materialized_partitions(SAMPLE_ADATA)
-        observed = observed_sources(instance, scan.samples)
         when = context.scheduled_execution_time or datetime.datetime.now(datetime.UTC)
         tick = when.strftime("%Y%m%dT%H%M")
+        if scan.samples and instance.get_latest_materialization_event(REFERENCE_GENES) is None:
+            # Samples are checked against the pinned gene list: pin it first. The sensor (on
+            # by default) then ingests the samples; otherwise the next night does.
+            return [RunRequest(run_key=f"nightly:{tick}:pin", asset_selection=[REFERENCE_GENES])]
+        materialized = instance.get_materialized_partitions(SAMPLE_ADATA)
+        observed = observed_sources(instance, scan.samples)
 
         requests = []
         for key, file in scan.samples.items():
@@ -78,9 +86,15 @@ def build_nightly_reingest(cron: str, timezone: str):
 
 
 def _merge_outdated(context: ScheduleEvaluationContext) -> bool:
-    instance = context.instance
-    merged = instance.get_latest_materialization_event(MERGED_ADATA)
-    if merged is None:
-        return bool(instance.get_materialized_partitions(SAMPLE_ADATA))
-    newest_sample = instance.get_latest_materialization_event(SAMPLE_ADATA)
-    return newest_sample is not None and newest_sample.storage_id > merged.storage_id
+    """merged_adata is missing, or some sample was materialized after it."""
+    merged, newest_sample = (
+        _latest_storage_id(context, key) for key in (MERGED_ADATA, SAMPLE_ADATA)
+    )
+    if newest_sample is None:
+        return False
+    return merged is None or newest_sample > merged
+
+
+def _latest_storage_id(context: ScheduleEvaluationContext, key: AssetKey) -> int | None:
+    records = context.instance.fetch_materializations(key, limit=1).records
+    return records[0].storage_id if records else None

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from sc_assets.checks import MERGED_ADATA
 from sc_assets.core.count_matrix_writer import write_count_matrix
+from sc_assets.report import write_report
 from sc_assets_tests.conftest import copy_samples, ingest, pandas_reference, run
 
 GOOD = ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2", "GSM5320461_Ctrl3"]
@@ -110,3 +111,19 @@ def test_too_few_cells_fail_cell_count(platform, demo_files):
     assert not cell_count.passed and cell_count.metadata["n_cells"].value == 50
     assert "fewer than the minimum of 100" in cell_count.description
     assert not merge.success
+
+
+def test_the_report_lists_both_bad_samples_with_the_reason_and_the_plots(
+    mixed, module_platform, tmp_path
+):
+    written = write_report(module_platform.instance, tmp_path)
+    assert not written.ok  # exit status 1 for `sc-assets report`
+    markdown = written.markdown_path.read_text()
+    assert f"- {MISSING_GENES}: gene_set — 25 genes missing (first: " in markdown
+    assert f"- {DENSE}: sparsity — Only 0.0% of the values are zero" in markdown
+    assert "merged_adata: latest run failed: merged_adata not built: 2 of 5 samples" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {MISSING_GENES} |"))
+    assert "❌ fail (25 missing, 0 extra)" in row and row.count("✅ pass") == 5
+    for key in [*GOOD, MISSING_GENES, DENSE]:
+        assert f"![QC plots of {key}](plots/{key}.png)" in markdown
+        assert (tmp_path / "plots" / f"{key}.png").read_bytes().startswith(b"\x89PNG")
