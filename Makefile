@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_SCALE ?= 0.02
+# make dev listens on loopback only unless told otherwise (make dev HOST=0.0.0.0)
+HOST ?= 127.0.0.1
+PORT ?= 3000
 DEMO_SAMPLES ?= 12
 
 .PHONY: install install-dev demo test dev bench lint format clean
@@ -53,10 +56,10 @@ chromium:
 test: install-dev chromium
 	$(BIN)/pytest
 
-## make dev: the Dagster UI (webserver + daemon) on http://127.0.0.1:3000
+## make dev: the Dagster UI (webserver + daemon) on http://127.0.0.1:3000 (HOST=, PORT= to change)
 dev: install
 	$(BIN)/sc-assets init-home
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 ## make bench: full-size benchmarks (minutes; results go into BENCHMARKS.md)
 bench: install-dev
