@@ -54,7 +54,7 @@ chromium:
 
 ## make test: install the dev extra (and Chromium) and run the whole suite
 test: install-dev chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --durations=15
 
 ## make dev: the Dagster UI (webserver + daemon) on http://127.0.0.1:3000 (HOST=, PORT= to change)
 dev: install

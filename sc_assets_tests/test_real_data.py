@@ -1,5 +1,6 @@
 """Real Cell Ranger data (scanpy's chr21 test matrix) through the whole platform, exactly."""
 
+import os
 from pathlib import Path
 
 import anndata as ad
@@ -13,7 +14,11 @@ from sc_assets.definitions import build_definitions
 from sc_assets.settings import Settings
 from sc_assets_tests.conftest import Platform, ingest
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "10x" / "v3"
+# The shared fixtures sit next to the checkout (../shared); SC_ASSETS_10X_FIXTURES overrides.
+FIXTURE = Path(
+    os.environ.get("SC_ASSETS_10X_FIXTURES")
+    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "10x"
+) / "v3"
 MTX_DIR = FIXTURE / "filtered_feature_bc_matrix"
 KEYS = ["GSM1000001_Ctrl1", "GSM1000002_Pre1", "GSM1000003_Post1"]
 

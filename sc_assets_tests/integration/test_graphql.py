@@ -152,7 +152,7 @@ def test_a_script_lists_assets_launches_a_partition_and_reads_its_checks(
     assert cell_count["evaluation"]["severity"] == "ERROR"
     assert cell_count["evaluation"]["description"].startswith("Only 50 cells, fewer than")
     assert metadata(cell_count)["n_cells"] == 50
-    assert metadata(cell_count)["min_cells"] == 100
+    assert metadata(cell_count)["min_cells"] == "100"  # a threshold: text, not plotted
     gene_set = latest_execution(dev, sample, "gene_set", BAD)
     assert gene_set["status"] == "FAILED"
     assert "genes missing" in gene_set["evaluation"]["description"]
