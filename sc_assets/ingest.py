@@ -18,10 +18,12 @@ from typing import Any
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
-from sc_assets.core.inbox import scan_inbox
+from sc_assets.core.inbox import SampleFile, content_hash, scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.sample_status import root_cause_message, samples_to_forget
+from sc_assets.settings import Settings
+from sc_assets.sources import observed_sources, source_observation
 
 SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
 
@@ -110,8 +112,22 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
             failed = [RunOutcome(key, False, error=reference.error) for key in files]
             return IngestReport(failed, ignored, merge=None)
 
+    observe_sources(instance, list(files.values()))
     samples = _run_samples(list(files), workers)
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
+
+
+def observe_sources(instance: DagsterInstance, files: Sequence[SampleFile]) -> None:
+    """Record each file's content hash as the data version of ``raw_count_matrix``.
+
+    So the sensor, once ``make dev`` starts, knows these bytes were ingested already and does
+    not ingest them again.
+    """
+    seen = observed_sources(instance, [f.partition_key for f in files])
+    for file in files:
+        sha256 = content_hash(file.path)
+        if (previous := seen.get(file.partition_key)) is None or previous.sha256 != sha256:
+            instance.report_runless_asset_event(source_observation(file, sha256))
 
 
 def _run_samples(keys: Sequence[str], workers: int) -> list[RunOutcome]:
@@ -136,8 +152,11 @@ def execute(
     Dagster's console logs are turned down to CRITICAL: the run's events (and any stack trace)
     are in the instance for the UI, and the CLI prints its own summary.
     """
-    from sc_assets.definitions import defs
+    # Built from the environment as it is now (the CLI's --data-dir/--storage-dir set it),
+    # not the module-level Definitions of whatever environment first imported them.
+    from sc_assets.definitions import build_definitions
 
+    defs = build_definitions(Settings.from_env())
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         partition_key=partition_key,

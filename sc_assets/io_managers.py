@@ -30,8 +30,9 @@ from upath import UPath
 
 from sc_assets.core.atomic import atomic_path
 
-#: ``AssetIn(metadata={LOAD_AS_PATH: True})`` makes the h5ad IO manager hand over paths instead
-#: of loading AnnData objects (the out-of-core merge reads the files itself).
+#: ``AssetIn(metadata={LOAD_AS_PATH: True})`` makes the h5ad IO manager hand over a mapping of
+#: partition key -> path instead of loading AnnData objects (the out-of-core merge reads the
+#: files itself).
 LOAD_AS_PATH = "sc_assets/load_as_path"
 
 
@@ -80,9 +81,14 @@ class H5adIOManager(UPathIOManager):
             metadata["bytes"] = MetadataValue.int(tmp.stat().st_size)
         context.add_output_metadata(metadata)
 
-    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+    def load_partitions(self, context: InputContext) -> Any:
         if (context.definition_metadata or {}).get(LOAD_AS_PATH):
-            return path
+            # Always a mapping, also for a single partition (the base class would return the
+            # bare value then): partition key -> path, whether the file exists or not.
+            return self._get_paths_for_partitions(context)
+        return super().load_partitions(context)
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
         if is_local(path):
             return ad.read_h5ad(path.path)
         with path.open("rb") as f:

@@ -179,3 +179,14 @@ def test_a_deleted_source_without_good_data_is_forgotten(ticker, settings, insta
     result = ticker.tick()
     assert "partition dropped (no good data to keep)" in reason(result)
     assert instance.get_dynamic_partitions("samples") == []
+
+
+def test_files_ingested_by_the_cli_are_not_ingested_again(platform, settings, demo_files):
+    from sc_assets.ingest import ingest
+
+    key = "GSM5320459_Ctrl1"
+    age(shutil.copy(demo_files[key], settings.data_dir / demo_files[key].name))
+    assert ingest(settings.data_dir, platform.instance, workers=1).ok  # a one-sample merge too
+    result = Ticker(platform.instance, settings.data_dir).tick()  # `make dev` starts later
+    assert result.run_requests == []
+    assert "unchanged (same content)" in reason(result)
