@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    JobDefinition,
+    JobExecutionResult,
+    build_reconstructable_job,
+    execute_job,
+)
+from dagster._core.storage.tags import PARTITION_NAME_TAG as PARTITION_TAG
 
 from sc_assets.core.inbox import SampleFile, content_hash, scan_inbox
 from sc_assets.core.validation import Severity
@@ -149,21 +157,34 @@ def execute(
 ) -> RunOutcome:
     """Run a job of the code location in this process, as a run recorded on ``instance``.
 
-    Dagster's console logs are turned down to CRITICAL: the run's events (and any stack trace)
-    are in the instance for the UI, and the CLI prints its own summary.
+    ``execute_job`` rather than ``execute_in_process``: the latter keeps every output in memory
+    for its result object, and Dagster holds on to the last one, so a worker would carry the
+    previous sample's AnnData (~0.4 GB at full size) while building the next. Dagster's console
+    logs are turned down to CRITICAL: the run's events (and any stack trace) are in the
+    instance for the UI, and the CLI prints its own summary.
     """
-    # Built from the environment as it is now (the CLI's --data-dir/--storage-dir set it),
-    # not the module-level Definitions of whatever environment first imported them.
+    job = build_reconstructable_job(
+        __name__, job_from_environment.__name__, reconstructable_args=(job_name,)
+    )
+    with execute_job(
+        job,
+        instance=instance,
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        tags={PARTITION_TAG: partition_key} if partition_key else None,
+        raise_on_error=False,
+    ) as result:
+        return _outcome(result, partition_key)
+
+
+def job_from_environment(job_name: str) -> JobDefinition:
+    """A job of the code location, built from the environment as it is now.
+
+    Not the module-level Definitions: the CLI's --data-dir and --storage-dir change the
+    environment after they may have been imported.
+    """
     from sc_assets.definitions import build_definitions
 
-    defs = build_definitions(Settings.from_env())
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-    )
-    return _outcome(result, partition_key)
+    return build_definitions(Settings.from_env()).resolve_job_def(job_name)
 
 
 _instance: DagsterInstance | None = None
@@ -176,7 +197,7 @@ def _worker_instance() -> DagsterInstance:
     return _instance
 
 
-def _outcome(result: ExecuteInProcessResult, partition_key: str | None) -> RunOutcome:
+def _outcome(result: JobExecutionResult, partition_key: str | None) -> RunOutcome:
     summary: dict[str, Any] = {}
     for materialization in result.get_asset_materialization_events():
         metadata = materialization.materialization.metadata
