@@ -70,6 +70,11 @@ def build_new_samples_sensor(interval_seconds: int):
             for key in changes.newly_missing
         ]
         notes += [f"{f.path.name} is still being written" for f in changes.settling]
+        if changes.deferred:
+            notes.append(
+                f"{len(changes.deferred)} more files wait for the next ticks "
+                f"(at most {MAX_FILES_PER_TICK} per tick)"
+            )
         cursor = changes.cursor
 
         new_keys = [f.partition_key for f in changes.ready if f.partition_key not in known]

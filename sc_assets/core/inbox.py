@@ -143,6 +143,8 @@ class InboxChanges:
     """New or changed files whose size and time stopped changing: ingest them."""
     settling: list[SampleFile]
     """New or changed files still being written: look again next time."""
+    deferred: list[SampleFile]
+    """Ready files beyond ``max_ready``: released by the next looks."""
     new_ignored: list[IgnoredFile]
     """Files with invalid names that appeared since the last look (reported once)."""
     newly_missing: list[str]
@@ -165,7 +167,8 @@ def inbox_changes(
     over, replaced, renamed into place) or it was settling. A candidate is ready when its
     signature (size, mtime) equals the one seen last time, or it was last modified more than
     ``settle_ns`` ago; otherwise it is still being written and waits. At most ``max_ready``
-    files are released per call (the rest stay settling), which bounds the work of one look.
+    files are released per call (the rest are deferred to the next looks, which is all the
+    cursor holds per file), which bounds the work of one look.
     """
     handled_at_mark = set(cursor.at_high_water)
 
@@ -176,14 +179,17 @@ def inbox_changes(
 
     ready: list[SampleFile] = []
     settling: list[SampleFile] = []
+    deferred: list[SampleFile] = []
     for key, file in scan.samples.items():
         if not (is_new(file.ctime_ns, key) or key in cursor.settling):
             continue
         quiet = cursor.settling.get(key) == file.signature or now_ns - file.mtime_ns > settle_ns
-        if quiet and (max_ready is None or len(ready) < max_ready):
+        if not quiet:
+            settling.append(file)
+        elif max_ready is None or len(ready) < max_ready:
             ready.append(file)
         else:
-            settling.append(file)
+            deferred.append(file)
 
     new_ignored = [f for name, f in scan.ignored.items() if is_new(f.ctime_ns, name)]
     missing = sorted(set(known_keys) - set(scan.samples))
@@ -194,12 +200,13 @@ def inbox_changes(
     return InboxChanges(
         ready=ready,
         settling=settling,
+        deferred=deferred,
         new_ignored=new_ignored,
         newly_missing=[key for key in missing if key not in set(cursor.missing)],
         cursor=InboxCursor(
             high_water_ns=high_water,
             at_high_water=tuple(at_mark),
-            settling={f.partition_key: f.signature for f in settling},
+            settling={f.partition_key: f.signature for f in [*settling, *deferred]},
             missing=tuple(missing),
         ),
     )

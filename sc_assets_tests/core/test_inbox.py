@@ -89,7 +89,7 @@ def test_max_ready_bounds_one_look_and_the_rest_follow(tmp_path):
     for i in range(5):
         write(tmp_path, f"GSM{i + 1}_Ctrl1_count_matrix.csv.gz", age_s=120)
     first = changes(tmp_path, max_ready=2)
-    assert len(first.ready) == 2 and len(first.settling) == 3
+    assert len(first.ready) == 2 and len(first.deferred) == 3 and first.settling == []
     second = changes(tmp_path, first.cursor, max_ready=2)
     third = changes(tmp_path, second.cursor, max_ready=2)
     keys = [f.partition_key for c in (first, second, third) for f in c.ready]
