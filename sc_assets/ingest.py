@@ -114,14 +114,21 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
         for key in missing
     ]
 
-    if files and instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
-        reference = execute("pin_reference_genes", instance)
-        if not reference.success:
-            failed = [RunOutcome(key, False, error=reference.error) for key in files]
-            return IngestReport(failed, ignored, merge=None)
-
-    observe_sources(instance, list(files.values()))
-    samples = _run_samples(list(files), workers)
+    if not files:
+        return IngestReport([], ignored, merge=execute("merge_samples", instance))
+    # The workers start (and import Dagster, scanpy, matplotlib) while this process hashes the
+    # files and pins the reference genes, instead of after.
+    pool = _start_workers(min(workers, len(files)))
+    try:
+        observe_sources(instance, list(files.values()))
+        if instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
+            reference = execute("pin_reference_genes", instance)
+            if not reference.success:
+                failed = [RunOutcome(key, False, error=reference.error) for key in files]
+                return IngestReport(failed, ignored, merge=None)
+        samples = list(pool.map(run_sample, files))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # the workers exit during the merge
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
 
 
@@ -138,13 +145,27 @@ def observe_sources(instance: DagsterInstance, files: Sequence[SampleFile]) -> N
             instance.report_runless_asset_event(source_observation(file, sha256))
 
 
-def _run_samples(keys: Sequence[str], workers: int) -> list[RunOutcome]:
-    if not keys:
-        return []
+def _start_workers(n: int) -> ProcessPoolExecutor:
+    """A pool of ``n`` worker processes, started and warming up now."""
     # spawn, not fork: the parent already holds Dagster's threads and SQLite connections.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(keys)), mp_context=context) as pool:
-        return list(pool.map(run_sample, keys))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_prepare_worker)
+    for _ in range(n):  # a process is spawned per submitted task, up to n
+        pool.submit(int)
+    return pool
+
+
+def _prepare_worker() -> None:
+    """Import what every sample run needs once, before the first sample arrives."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+    import scanpy  # noqa: F401
+
+    import sc_assets.definitions  # noqa: F401
+
+    _worker_instance()
 
 
 def run_sample(partition_key: str) -> RunOutcome:
