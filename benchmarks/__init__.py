@@ -1,0 +1,1 @@
+"""Benchmarks of sc-assets (``make bench``, ``python -m benchmarks``); see BENCHMARKS.md."""
