@@ -102,6 +102,7 @@ def where_the_time_goes(raw: dict[str, dict], n_samples: int) -> str:
     call, phases = one["call_s"], e2e["phases"]
     alone, pair = e2e["profile"], e2e["profile_pair"]
     read, parse, isal = call[sections.READ], call[sections.PARSE], call[sections.ISAL]
+    twice = one["read_twice"]
     alone_s = sum(alone[key] for _, key in sections.PIECES)
     pair_s = sum(pair[key] for _, key in sections.PIECES)
     largest = max(int(key.rsplit("_", 1)[1]) for key in merge if key[-1].isdigit())
@@ -114,7 +115,12 @@ def where_the_time_goes(raw: dict[str, dict], n_samples: int) -> str:
         "in a background thread while numba parses the previous block, so the parse loop, "
         "not the decompression, sets the pace), then AnnData + scanpy QC + the counts layer "
         f"{seconds(read - parse)} s. Its process adds {seconds(one['read_import_s'])} s of "
-        "imports (anndata, scanpy, numba) before the call.\n\n"
+        "imports (anndata, scanpy, numba) before the call. A second call in the same process "
+        f"takes {seconds(twice['second_s'])} s ({ratio(twice['second_s'] / isal)} of "
+        f"decompression): the first call's extra {seconds(twice['first_s'] - twice['second_s'])}"
+        " s are one-off, numba loading the parser's cached machine code and the kernel mapping "
+        f"fresh pages (kernel CPU {seconds(twice['first_kernel_s'])} s in the first call, "
+        f"{seconds(twice['second_kernel_s'])} s in the second).\n\n"
         f"**End to end** ({seconds(e2e['ingest_wall_s'])} s for {n_samples} samples vs "
         f"{seconds(e2e['tutorial_wall_s'])} s for the tutorial script, "
         f"{ratio(e2e['speedup'])}): the sample runs take {seconds(phases['samples_s'])} s "
