@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -102,14 +103,20 @@ def start_dagster_dev(tmp_path: Path, *, sensor_interval: int = 2) -> DagsterDev
     return dev
 
 
-def stop_dagster_dev(dev: DagsterDev) -> None:
+def stop_dagster_dev(dev: DagsterDev, *, grace: float = 15) -> None:
+    """Stop ``dagster dev`` as Ctrl-C does, then whatever is left of its process group.
+
+    While shutting down, ``dagster dev`` restarts its code server when it sees it exit; that
+    orphan (and a run worker still busy) would linger until its heartbeat timeout, so the
+    group is killed once the main process is gone or ``grace`` seconds have passed.
+    """
     if dev.process.poll() is None:
         os.killpg(dev.process.pid, signal.SIGTERM)
-        try:
-            dev.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.process.pid, signal.SIGKILL)
-            dev.process.wait(timeout=10)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dev.process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):  # unless the whole group has exited
+        os.killpg(dev.process.pid, signal.SIGKILL)
+    dev.process.wait(timeout=10)
 
 
 def _location_loaded(dev: DagsterDev) -> bool:

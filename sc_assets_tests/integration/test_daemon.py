@@ -2,7 +2,8 @@
 
 The sensor queues twelve sample runs at once; the run queue runs them two at a time; every
 materialization and check is recorded; the automation then merges them once. Copying a file
-again with the same bytes launches nothing, and a junk name never becomes a partition.
+again with the same bytes launches nothing, replacing it with other bytes re-ingests that
+sample once and refreshes the merge, and a junk name never becomes a partition.
 """
 
 import shutil
@@ -97,10 +98,32 @@ def test_twelve_dropped_files_are_ingested_then_merged(storage, tmp_path, reques
                 lambda: _ticks_since(instance, merged.timestamp) >= 3, timeout=60, what="3 ticks"
             )
             assert len(instance.get_run_records()) == runs_before
+
+            # the file replaced by other bytes: that sample once, then a fresh merge
+            replaced = write_demo_series(tmp_path / "v2", scale=0.012, samples=1, seed=4)[0]
+            assert replaced.name == paths[0].name and replaced.read_bytes() != paths[0].read_bytes()
+            shutil.copy(replaced, dev.data_dir / replaced.name)
+            remerged = dev.wait_until(
+                lambda: _newer(instance.get_latest_materialization_event(MERGED), merged),
+                timeout=240,
+                what="merged_adata again after the replaced file",
+                interval=2,
+            )
+            sample_runs = instance.get_run_records(RunsFilter(job_name="ingest_sample"))
+            assert len(sample_runs) == 13
+            rerun = sample_runs[0].dagster_run  # newest first
+            assert rerun.tags["dagster/partition"] == keys[0]
+            assert rerun.status == DagsterRunStatus.SUCCESS
+            assert remerged.asset_materialization.metadata["n_samples"].value == 12
     finally:
         stop_dagster_dev(dev)
     stray = [p for p in (tmp_path / "storage").rglob(".*") if p.is_file()]
     assert stray == []  # no temporary file left behind: none collided, none leaked
+
+
+def _newer(event, than):
+    """``event`` if it is a later event than ``than``, else None (for ``wait_until``)."""
+    return event if event is not None and event.timestamp > than.timestamp else None
 
 
 def _ticks_since(instance: DagsterInstance, timestamp: float) -> int:
