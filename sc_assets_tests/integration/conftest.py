@@ -103,7 +103,7 @@ def start_dagster_dev(tmp_path: Path, *, sensor_interval: int = 2) -> DagsterDev
     return dev
 
 
-def stop_dagster_dev(dev: DagsterDev, *, grace: float = 15) -> None:
+def stop_dagster_dev(dev: DagsterDev, *, grace: float = 5) -> None:
     """Stop ``dagster dev`` as Ctrl-C does, then whatever is left of its process group.
 
     While shutting down, ``dagster dev`` restarts its code server when it sees it exit; that
