@@ -15,10 +15,13 @@ from sc_assets.settings import Settings
 from sc_assets_tests.conftest import Platform, ingest
 
 # The shared fixtures sit next to the checkout (../shared); SC_ASSETS_10X_FIXTURES overrides.
-FIXTURE = Path(
-    os.environ.get("SC_ASSETS_10X_FIXTURES")
-    or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "10x"
-) / "v3"
+FIXTURE = (
+    Path(
+        os.environ.get("SC_ASSETS_10X_FIXTURES")
+        or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "10x"
+    )
+    / "v3"
+)
 MTX_DIR = FIXTURE / "filtered_feature_bc_matrix"
 KEYS = ["GSM1000001_Ctrl1", "GSM1000002_Pre1", "GSM1000003_Post1"]
 
