@@ -11,13 +11,15 @@ How it is fast and lean
   previous block in this thread: decoding and parsing run on the two cores at once.
 * Runs of ``0,`` are skipped eight bytes at a time by comparing an unaligned 64-bit load with
   ``"0,0,0,0,"``; the first other pair is found with a count-trailing-zeros.
-* Each file row is one gene, i.e. one column of the cells x genes matrix, so the parser appends
-  straight to CSC arrays (reserved from the gzip size field, grown geometrically past it) and
-  counts non-zeros per cell on the way. The transpose to CSR is a two-pass bucket sort: every
-  half-million non-zeros, the finished genes are grouped by bucket of 128 cells while still in
-  cache (:func:`_bucket_panel`); at the end each bucket's rows are written in one pass, on both
-  cores (:func:`_place_buckets`). Both passes keep their write cursors in L1, unlike a direct
-  scatter to thousands of rows. No dense matrix and no COO triplets ever exist.
+* Each file row is one gene, i.e. one column of the cells x genes matrix. The transpose to CSR
+  is a two-pass bucket sort whose first pass is the parse itself: each non-zero is appended to
+  the bucket of its cell (128 cells per bucket; a bucket is a chain of chunks from one pool,
+  reserved from the gzip size field), and non-zeros are counted per cell on the way. At the
+  end each bucket's rows are written in one pass, on both cores (:func:`_place_buckets`). Both
+  passes keep their write cursors in L1, unlike a direct scatter to thousands of rows. No
+  dense matrix and no COO triplets ever exist.
+* The per-cell and per-gene sums that QC metrics are made of (:class:`CountSums`) are taken in
+  the same loop, while each count is in a register.
 * Validation happens in the same loop: the fast path accepts only ``digits`` followed by a
   separator; anything else goes to :func:`_slow_value`, which either parses it (``3.0``,
   ``"3"``, `` 3``, ``3e0``...) or returns an error code and the byte position, which
@@ -75,6 +77,31 @@ class ParsedCountMatrix:
     barcodes: list[str]
     genes: list[str]
     X: scipy.sparse.csr_matrix
+    sums: CountSums
+
+
+@dataclass(frozen=True)
+class CountSums:
+    """Sums over the counts, taken while parsing: what QC metrics are made of.
+
+    "Flagged" genes are those whose name starts with the ``flag_prefix`` given to
+    :func:`parse_count_matrix` (e.g. ``MT-``); none when it is empty.
+
+    Attributes
+    ----------
+    cell_nnz, cell_total, cell_flagged_total
+        Per cell (int64): genes with a non-zero count, total count, total over flagged genes.
+    gene_nnz, gene_total, gene_flagged
+        Per gene: cells with a non-zero count and total count (int64), and whether it is
+        flagged (bool).
+    """
+
+    cell_nnz: np.ndarray
+    cell_total: np.ndarray
+    cell_flagged_total: np.ndarray
+    gene_nnz: np.ndarray
+    gene_total: np.ndarray
+    gene_flagged: np.ndarray
 
 
 # --- bytes ---------------------------------------------------------------------------------
@@ -107,7 +134,8 @@ _S_ERR_POS = 5  # byte range of the offending text in the buffer
 _S_ERR_END = 6
 _S_ERR_COL = 7  # 1-based field number of the error, 0 when not about one field
 _S_ERR_FOUND = 8  # number of fields found on a row of the wrong length
-_N_STATE = 9
+_S_CHUNKS = 9  # chunks of the bucket pool in use
+_N_STATE = 10
 
 _JIT = {"nogil": True, "cache": True}
 
@@ -288,23 +316,27 @@ def _count_fields(buf, line_start):
 
 
 @numba.njit(**_JIT)
-def _parse_rows(
-    buf, start, stop, n_cells, state, gene_ptr, cells, counts, names, name_ends, row_lines, cell_nnz
-):
+def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_lines, sums, pool):
     """Parse the complete lines ``buf[start:stop]`` (``buf[stop - 1]`` is a newline).
 
-    Appends each gene row to the CSC arrays: ``cells``/``counts`` get the row's non-zeros
-    (cell index, value), ``gene_ptr[row + 1]`` the running non-zero count, ``names`` the gene
-    name bytes, ``name_ends[row]`` where they end and ``row_lines[row]`` the row's line number;
-    ``cell_nnz`` counts non-zeros per cell.
+    Each non-zero goes straight to the bucket of its cell (pass 1 of the transpose, see
+    :class:`_Buckets`: ``pool`` is its arrays) as the key ``row << shift | cell & mask`` and
+    the value. ``names`` gets the gene name bytes, ``name_ends[row]`` where they end and
+    ``row_lines[row]`` the row's line number. ``sums`` (:class:`_Sums` arrays) get the QC sums:
+    per cell non-zeros, total and total over the genes whose name starts with ``prefix`` (none
+    when it is empty); per gene non-zeros, total and whether it is such a gene.
     The caller guarantees the capacity. Progress and errors go into ``state``; on an error it
     stops at once, with ``_S_LINE`` the error's line.
     """
+    cell_nnz, cell_total, cell_flagged, gene_nnz, gene_total, gene_flagged = sums
+    keys, values, chunk_next, bucket_pos, bucket_end, shift, chunk_bits = pool
+    mask = (1 << shift) - 1
     n = buf.size
     rows = state[_S_ROWS]
     nnz = state[_S_NNZ]
     n_names = state[_S_NAMES]
     line = state[_S_LINE]
+    n_chunks = state[_S_CHUNKS]
     err = 0
     err_pos = 0
     err_end = 0
@@ -359,6 +391,12 @@ def _parse_rows(
             break
         name_ends[rows] = n_names
         row_lines[rows] = line
+        flagged = 0 < prefix.size <= n_names - names_start
+        for k in range(prefix.size if flagged else 0):
+            flagged = flagged and names[names_start + k] == prefix[k]
+        key_base = rows << shift
+        row_nnz = 0
+        row_total = 0
         # -- counts
         p = q + 1
         col = 0  # 0-based cell index of the field at p
@@ -398,10 +436,22 @@ def _parse_rows(
                     break
                 c = buf[p]
             if value != 0:
-                cells[nnz] = col
-                counts[nnz] = value
+                b = col >> shift
+                slot = bucket_pos[b]
+                if slot == bucket_end[b]:  # the bucket's chunk is full: chain a new one
+                    chunk_next[(slot - 1) >> chunk_bits] = n_chunks
+                    slot = n_chunks << chunk_bits
+                    bucket_end[b] = slot + (1 << chunk_bits)
+                    n_chunks += 1
+                keys[slot] = key_base | (col & mask)
+                values[slot] = value
+                bucket_pos[b] = slot + 1
                 cell_nnz[col] += 1
-                nnz += 1
+                cell_total[col] += value
+                if flagged:
+                    cell_flagged[col] += value
+                row_nnz += 1
+                row_total += value
             if c != _COMMA:
                 break
             p += 1
@@ -412,11 +462,15 @@ def _parse_rows(
             err, found = _E_SHORT_ROW, col + 2
             break
         p += 1 if c == _NL else 2
+        gene_nnz[rows] = row_nnz
+        gene_total[rows] = row_total
+        gene_flagged[rows] = flagged
+        nnz += row_nnz
         rows += 1
-        gene_ptr[rows] = nnz
         line += 1
     state[_S_ROWS] = rows
     state[_S_NNZ] = nnz
+    state[_S_CHUNKS] = n_chunks
     state[_S_NAMES] = n_names
     state[_S_LINE] = line
     state[_S_ERR] = err
@@ -427,49 +481,14 @@ def _parse_rows(
 
 
 @numba.njit(**_JIT)
-def _bucket_panel(gene_ptr, first_gene, end_gene, cells, counts, shift, offsets, keys, values):
-    """Pass 1 of the transpose: group the panel's entries by cell bucket, in place.
-
-    The entries of genes ``[first_gene, end_gene)`` are moved, in gene order, to their bucket
-    (cell ``c`` is in bucket ``c >> shift``): bucket ``b`` ends up at ``gene_ptr[first_gene] +
-    offsets[b] : ... + offsets[b + 1]``, and ``cells`` then holds ``gene << shift | c & mask``
-    (the gene and the cell within the bucket). With ~100 buckets the write cursors stay in L1,
-    unlike a direct scatter to thousands of cell rows. ``keys``/``values`` hold one panel.
-    """
-    base = gene_ptr[first_gene]
-    mask = (1 << shift) - 1
-    cursor = offsets[:-1].copy()
-    for g in range(first_gene, end_gene):
-        for k in range(gene_ptr[g], gene_ptr[g + 1]):
-            c = cells[k]
-            slot = cursor[c >> shift]
-            cursor[c >> shift] = slot + 1
-            keys[slot] = (g << shift) | (c & mask)
-            values[slot] = counts[k]
-    size = gene_ptr[end_gene] - base
-    cells[base : base + size] = keys[:size]
-    counts[base : base + size] = values[:size]
-
-
-@numba.njit(**_JIT)
-def _place_buckets(
-    panel_bases,
-    panel_offsets,
-    keys,
-    counts,
-    shift,
-    first_bucket,
-    end_bucket,
-    indptr,
-    genes_out,
-    data_out,
-):
+def _place_buckets(pool, first_bucket, end_bucket, indptr, genes_out, data_out):
     """Pass 2 of the transpose: write the CSR rows of the cells in buckets ``[first, end)``.
 
-    For each bucket, its segments of all panels are read in panel (hence gene) order and each
-    entry goes to the next free slot of its cell's row, so rows come out sorted. Only one
-    bucket's cursors (``1 << shift`` cells) are live at a time.
+    Each bucket's chunks are read in chain (hence gene) order and each entry goes to the next
+    free slot of its cell's row, so rows come out sorted. Only one bucket's cursors
+    (``1 << shift`` cells) are live at a time.
     """
+    keys, values, chunk_next, bucket_pos, _, shift, chunk_bits = pool
     mask = (1 << shift) - 1
     n_cells = indptr.size - 1
     cursor = np.empty(1 << shift, dtype=np.int64)
@@ -477,14 +496,18 @@ def _place_buckets(
         first_cell = b << shift
         for j in range(min(1 << shift, n_cells - first_cell)):
             cursor[j] = indptr[first_cell + j]
-        for p in range(panel_bases.size):
-            start = panel_bases[p] + panel_offsets[p, b]
-            for k in range(start, panel_bases[p] + panel_offsets[p, b + 1]):
+        chunk = b  # bucket b starts in chunk b
+        while chunk >= 0:
+            start = chunk << chunk_bits
+            following = chunk_next[chunk]
+            end = start + (1 << chunk_bits) if following >= 0 else bucket_pos[b]
+            for k in range(start, end):
                 key = keys[k]
                 slot = cursor[key & mask]
                 cursor[key & mask] = slot + 1
                 genes_out[slot] = key >> shift
-                data_out[slot] = counts[k]
+                data_out[slot] = values[k]
+            chunk = following
 
 
 def _grown(array: np.ndarray, used: int, needed: int) -> np.ndarray:
@@ -496,8 +519,8 @@ def _grown(array: np.ndarray, used: int, needed: int) -> np.ndarray:
     return bigger
 
 
-#: Non-zeros per panel (see :meth:`_RowParser._cut_panel`): few panels, and a small buffer.
-_PANEL_NNZ = 1 << 19
+#: log2 of the entries per chunk of a bucket (4096: 32 KB of keys and values).
+_CHUNK_BITS = 12
 
 #: log2 of the cells per bucket in the two-pass transpose (128: cursors fit in L1).
 _BUCKET_SHIFT = 7
@@ -547,93 +570,118 @@ def _value_problem(code: int, text: str) -> str:
 class _RowParser:
     """Feeds chunks of complete lines to :func:`_parse_rows`; owns the arrays; builds the CSR.
 
-    The non-zeros are appended gene by gene (CSC order). Every :data:`_PANEL_NNZ` non-zeros the
-    finished genes form a *panel* whose entries are grouped by cell bucket while still in cache
-    (:func:`_bucket_panel`), in this thread's spare time while the decoder works. The CSR is
-    then one pass over the buckets, on two threads (:func:`_place_buckets`).
+    The transpose to CSR is a two-pass bucket sort. Pass 1 happens while parsing: each
+    non-zero is appended to the bucket of its cell (128 cells per bucket), as a key (gene,
+    cell within the bucket) and a value. A bucket is a chain of fixed-size chunks taken from
+    one pool as it fills, so nothing needs to be known in advance, and the ~100 write cursors
+    stay in L1, unlike a direct scatter to thousands of cell rows. Pass 2 (:meth:`to_csr`)
+    writes each bucket's rows, the buckets split between two threads (:func:`_place_buckets`).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], n_cells: int, first_line: int, nnz_hint: int
+        self,
+        path: str | os.PathLike[str],
+        n_cells: int,
+        first_line: int,
+        nnz_hint: int,
+        flag_prefix: bytes,
     ) -> None:
         self._path = path
         self._n_cells = n_cells
         self._first_line = first_line
+        self._prefix = np.frombuffer(flag_prefix, dtype=np.uint8)
         self._state = np.zeros(_N_STATE, dtype=np.int64)
         self._state[_S_LINE] = first_line
-        self._gene_ptr = np.zeros(1024, dtype=np.int64)
         self._name_ends = np.zeros(1024, dtype=np.int64)
         self._row_lines = np.zeros(1024, dtype=np.int64)
         self._names = np.empty(1 << 16, dtype=np.uint8)
-        # np.empty only reserves address space: pages count towards RSS once written, so an
-        # upper-bound hint costs nothing and saves the copies of geometric growth.
-        try:
-            self._cells = np.empty(max(nnz_hint, 1 << 16), dtype=np.int32)
-            self._counts = np.empty(self._cells.size, dtype=np.float32)
-        except MemoryError:  # address space is limited (ulimit -v): grow as needed instead
-            self._cells = np.empty(1 << 16, dtype=np.int32)
-            self._counts = np.empty(1 << 16, dtype=np.float32)
+        self._gene_nnz = np.zeros(1024, dtype=np.int64)
+        self._gene_total = np.zeros(1024, dtype=np.int64)
+        self._gene_flagged = np.zeros(1024, dtype=np.bool_)
         self._cell_nnz = np.zeros(n_cells, dtype=np.int64)
+        self._cell_total = np.zeros(n_cells, dtype=np.int64)
+        self._cell_flagged = np.zeros(n_cells, dtype=np.int64)
         self._shift = min(_BUCKET_SHIFT, (n_cells - 1).bit_length())
         self._bucket_starts = np.arange(0, n_cells, 1 << self._shift)
-        self._panel_genes = [0]  # first gene of each panel, then of the open one
-        self._panel_offsets: list[np.ndarray] = []  # per panel: bucket offsets (n_buckets + 1)
-        self._panel_cell_nnz = np.zeros(n_cells, dtype=np.int64)  # cell_nnz at the last cut
-        self._keys = np.empty(0, dtype=np.int32)
-        self._values = np.empty(0, dtype=np.float32)
+        n_buckets = self._bucket_starts.size
+        # Bucket b starts in chunk b; a full chunk links to the next one in `_chunk_next`.
+        self._bucket_pos = np.arange(n_buckets, dtype=np.int64) << _CHUNK_BITS
+        self._bucket_end = self._bucket_pos + (1 << _CHUNK_BITS)
+        self._state[_S_CHUNKS] = n_buckets
+        # np.empty only reserves address space: pages count towards RSS once written, so an
+        # upper-bound hint costs nothing and saves the copies of geometric growth.
+        chunks = n_buckets + (nnz_hint >> _CHUNK_BITS) + 1
+        try:
+            self._keys = np.empty(chunks << _CHUNK_BITS, dtype=np.int32)
+            self._values = np.empty(self._keys.size, dtype=np.float32)
+        except MemoryError:  # address space is limited (ulimit -v): grow as needed instead
+            chunks = n_buckets + 16
+            self._keys = np.empty(chunks << _CHUNK_BITS, dtype=np.int32)
+            self._values = np.empty(self._keys.size, dtype=np.float32)
+        self._chunk_next = np.full(chunks, -1, dtype=np.int64)
+
+    def _pool(self) -> tuple:
+        """The bucket arrays, as :func:`_parse_rows` and :func:`_place_buckets` take them."""
+        return (
+            self._keys,
+            self._values,
+            self._chunk_next,
+            self._bucket_pos,
+            self._bucket_end,
+            self._shift,
+            _CHUNK_BITS,
+        )
 
     def feed(self, chunk: np.ndarray, start: int, stop: int) -> None:
         """Parse the complete lines ``chunk[start:stop]``; raise CountMatrixError on a problem."""
         size = stop - start
-        rows, nnz, n_names = (int(v) for v in self._state[:3])
+        rows, _, n_names = (int(v) for v in self._state[:3])
         # Capacity bounds: a non-zero takes >= 2 bytes (digit and separator), a gene row
         # >= 2 * n_cells + 1, a name <= its bytes; so the numba loop never checks capacity.
         max_rows = size // (2 * self._n_cells + 1) + 1
-        self._gene_ptr = _grown(self._gene_ptr, rows + 1, rows + max_rows + 1)
         self._name_ends = _grown(self._name_ends, rows, rows + max_rows)
         self._row_lines = _grown(self._row_lines, rows, rows + max_rows)
+        self._gene_nnz = _grown(self._gene_nnz, rows, rows + max_rows)
+        self._gene_total = _grown(self._gene_total, rows, rows + max_rows)
+        self._gene_flagged = _grown(self._gene_flagged, rows, rows + max_rows)
         self._names = _grown(self._names, n_names, n_names + size)
-        self._cells = _grown(self._cells, nnz, nnz + size // 2 + 1)
-        self._counts = _grown(self._counts, nnz, nnz + size // 2 + 1)
+        # New chunks: one per full chunk of new entries, plus one partly filled per bucket.
+        used_chunks = int(self._state[_S_CHUNKS])
+        needed = used_chunks + ((size // 2 + 1) >> _CHUNK_BITS) + self._bucket_pos.size + 1
+        if self._chunk_next.size < needed:
+            self._chunk_next = _grown(self._chunk_next, used_chunks, needed)
+            self._chunk_next[used_chunks:] = -1
+            self._keys = _grown(self._keys, used_chunks << _CHUNK_BITS, needed << _CHUNK_BITS)
+            self._values = _grown(self._values, used_chunks << _CHUNK_BITS, needed << _CHUNK_BITS)
+        sums = (
+            self._cell_nnz,
+            self._cell_total,
+            self._cell_flagged,
+            self._gene_nnz,
+            self._gene_total,
+            self._gene_flagged,
+        )
         _parse_rows(
             chunk,
             start,
             stop,
             self._n_cells,
             self._state,
-            self._gene_ptr,
-            self._cells,
-            self._counts,
+            self._prefix,
             self._names,
             self._name_ends,
             self._row_lines,
-            self._cell_nnz,
+            sums,
+            self._pool(),
         )
         if self._state[_S_ERR]:
             raise self._error(chunk)
-        if self._state[_S_NNZ] - self._gene_ptr[self._panel_genes[-1]] >= _PANEL_NNZ:
-            self._cut_panel()
-
-    def _cut_panel(self) -> None:
-        """Close the open panel (the genes parsed since the last cut) and bucket it."""
-        first_gene, end_gene = self._panel_genes[-1], self.n_genes
-        if end_gene > 1 << (31 - self._shift):  # the gene must fit in an int32 bucket key
+        if self.n_genes > 1 << (31 - self._shift):  # the keys (gene, cell) are int32
             problem = f"more than {1 << (31 - self._shift)} gene rows are not supported"
             raise CountMatrixError(self._path, problem)
-        panel_cell_nnz = self._cell_nnz - self._panel_cell_nnz
-        self._panel_cell_nnz += panel_cell_nnz
-        offsets = np.zeros(self._bucket_starts.size + 1, dtype=np.int64)
-        np.cumsum(np.add.reduceat(panel_cell_nnz, self._bucket_starts), out=offsets[1:])
-        if self._keys.size < offsets[-1]:
-            self._keys = np.empty(offsets[-1], dtype=np.int32)
-            self._values = np.empty(offsets[-1], dtype=np.float32)
-        arrays = (self._cells, self._counts, self._shift, offsets, self._keys, self._values)
-        _bucket_panel(self._gene_ptr, first_gene, end_gene, *arrays)
-        self._panel_genes.append(end_gene)
-        self._panel_offsets.append(offsets)
 
     def _error(self, chunk: np.ndarray) -> CountMatrixError:
-        code, pos, end, col, found = (int(v) for v in self._state[_S_ERR:])
+        code, pos, end, col, found = (int(v) for v in self._state[_S_ERR : _S_ERR_FOUND + 1])
         line = int(self._state[_S_LINE])
         text = chunk[pos:end].tobytes().decode("utf-8", "replace")
         n = self._n_cells
@@ -680,32 +728,37 @@ class _RowParser:
             return [text[a:b] for a, b in zip(starts, ends, strict=True)]
         return [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
 
+    def sums(self) -> CountSums:
+        """Per-cell and per-gene QC sums (see :class:`CountSums`)."""
+        rows = self.n_genes
+        return CountSums(
+            cell_nnz=self._cell_nnz,
+            cell_total=self._cell_total,
+            cell_flagged_total=self._cell_flagged,
+            gene_nnz=self._gene_nnz[:rows].copy(),
+            gene_total=self._gene_total[:rows].copy(),
+            gene_flagged=self._gene_flagged[:rows].copy(),
+        )
+
     def to_csr(self) -> scipy.sparse.csr_matrix:
-        """The cells x genes CSR matrix; the parser's arrays are released."""
-        if self._panel_genes[-1] < self.n_genes:
-            self._cut_panel()
-        self._keys = self._values = None
+        """The cells x genes CSR matrix; the parser's bucket arrays are released."""
         n_genes, nnz = self.n_genes, int(self._state[_S_NNZ])
         index_dtype = np.int32 if nnz < 2**31 else np.int64
         indptr = np.zeros(self._n_cells + 1, dtype=np.int64)
         np.cumsum(self._cell_nnz, out=indptr[1:])
         genes_out = np.empty(nnz, dtype=index_dtype)
         data_out = np.empty(nnz, dtype=np.float32)
-        panels = (self._gene_ptr[self._panel_genes[:-1]], np.stack(self._panel_offsets))
-        arrays = (self._cells, self._counts, self._shift)
-        out = (indptr, genes_out, data_out)
+        pool, out = self._pool(), (indptr, genes_out, data_out)
         n_buckets = self._bucket_starts.size
         if nnz < _PARALLEL_PLACE_MIN_NNZ:
-            _place_buckets(*panels, *arrays, 0, n_buckets, *out)
+            _place_buckets(pool, 0, n_buckets, *out)
         else:  # split the buckets where half of the non-zeros are
             middle = int(np.searchsorted(indptr[self._bucket_starts], nnz // 2))
-            upper = threading.Thread(
-                target=_place_buckets, args=(*panels, *arrays, middle, n_buckets, *out)
-            )
+            upper = threading.Thread(target=_place_buckets, args=(pool, middle, n_buckets, *out))
             upper.start()
-            _place_buckets(*panels, *arrays, 0, middle, *out)
+            _place_buckets(pool, 0, middle, *out)
             upper.join()
-        self._cells = self._counts = None
+        self._keys = self._values = self._chunk_next = None
         X = scipy.sparse.csr_matrix(
             (data_out, genes_out, indptr.astype(index_dtype)), shape=(self._n_cells, n_genes)
         )
@@ -765,7 +818,9 @@ def _parse_header(path: str | os.PathLike[str], raw: bytes) -> tuple[str, list[s
     return corner, barcodes
 
 
-def parse_count_matrix(path: str | os.PathLike[str]) -> ParsedCountMatrix:
+def parse_count_matrix(
+    path: str | os.PathLike[str], flag_prefix: str = ""
+) -> ParsedCountMatrix:
     """Read a gzipped genes x cells count CSV as a cells x genes CSR matrix.
 
     The result equals ``csr_matrix(pd.read_csv(path, index_col=0).T.values.astype(np.float32))``
@@ -777,6 +832,9 @@ def parse_count_matrix(path: str | os.PathLike[str]) -> ParsedCountMatrix:
     path
         Gzipped CSV (single or multi-member): a header row (corner field, then cell barcodes),
         then one row per gene (gene name, then one non-negative integer count per cell).
+    flag_prefix
+        Genes whose name starts with this (e.g. ``"MT-"``) are also summed on their own, per
+        cell, in :attr:`CountSums.cell_flagged_total`.
 
     Returns
     -------
@@ -809,7 +867,9 @@ def parse_count_matrix(path: str | os.PathLike[str]) -> ParsedCountMatrix:
         _, barcodes = _parse_header(path, b"".join(head))
         # Each non-zero takes >= 2 bytes of text: with an exact size hint, a capacity bound.
         nnz_hint = uncompressed_size_hint(path) // 2 + 1
-        rows = _RowParser(path, len(barcodes), first_line=2, nnz_hint=nnz_hint)
+        rows = _RowParser(
+            path, len(barcodes), first_line=2, nnz_hint=nnz_hint, flag_prefix=flag_prefix.encode()
+        )
         # Data rows: parse whole lines in place; a line cut by block edges is copied together
         # (a copy of one line, not of the block; blocks are recycled once we ask for the next).
         partial: list[np.ndarray] = []
@@ -840,4 +900,6 @@ def parse_count_matrix(path: str | os.PathLike[str]) -> ParsedCountMatrix:
             rows.feed(line, 0, line.size)
     if rows.n_genes == 0:
         raise CountMatrixError(path, "the file has a header row but no gene rows")
-    return ParsedCountMatrix(barcodes=barcodes, genes=rows.genes(), X=rows.to_csr())
+    return ParsedCountMatrix(
+        barcodes=barcodes, genes=rows.genes(), X=rows.to_csr(), sums=rows.sums()
+    )

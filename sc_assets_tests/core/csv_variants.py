@@ -93,6 +93,7 @@ class Reference:
     barcodes: list[str]
     genes: list[str]
     X: scipy.sparse.csr_matrix
+    counts: np.ndarray  # dense cells x genes int64: the exact integers, for the sums
 
 
 def pandas_reference(path: Path) -> Reference:
@@ -101,11 +102,23 @@ def pandas_reference(path: Path) -> Reference:
     X = scipy.sparse.csr_matrix(df.T.values.astype(np.float32))
     X.eliminate_zeros()
     X.sort_indices()
-    return Reference([str(c) for c in df.columns], [str(g) for g in df.index], X)
+    counts = df.T.values.astype(np.int64)
+    return Reference([str(c) for c in df.columns], [str(g) for g in df.index], X, counts)
 
 
-def assert_same_matrix(parsed, reference: Reference) -> None:
-    """The parser's result equals the reference exactly, in the promised dtypes and form."""
+def assert_same_matrix(parsed, reference: Reference, flag_prefix: str = "") -> None:
+    """The parser's result equals the reference exactly, in the promised dtypes and form.
+
+    Its sums too, given the ``flag_prefix`` it was parsed with.
+    """
+    counts, sums = reference.counts, parsed.sums
+    flagged = np.array([bool(flag_prefix) and g.startswith(flag_prefix) for g in reference.genes])
+    np.testing.assert_array_equal(sums.cell_nnz, (counts != 0).sum(axis=1))
+    np.testing.assert_array_equal(sums.cell_total, counts.sum(axis=1))
+    np.testing.assert_array_equal(sums.cell_flagged_total, counts[:, flagged].sum(axis=1))
+    np.testing.assert_array_equal(sums.gene_nnz, (counts != 0).sum(axis=0))
+    np.testing.assert_array_equal(sums.gene_total, counts.sum(axis=0))
+    np.testing.assert_array_equal(sums.gene_flagged, flagged.astype(bool))
     X = parsed.X
     assert isinstance(X, scipy.sparse.csr_matrix)
     assert X.shape == reference.X.shape
