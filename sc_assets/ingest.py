@@ -2,8 +2,9 @@
 
 Each sample is its own Dagster run on the persistent instance (so the UI shows them later),
 executed in a pool of worker processes that import the code location once and then take one
-partition after another: both cores are busy and the ~3 s import of Dagster + scanpy is paid
-once per worker, not once per sample.
+partition after another: both cores are busy and the ~2 s import of Dagster, anndata and
+matplotlib, and the loading of the parser's compiled code, are paid once per worker, not once per
+sample.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
 
     if not files:
         return IngestReport([], ignored, merge=execute("merge_samples", instance))
-    # The workers start (and import Dagster, scanpy, matplotlib) while this process hashes the
-    # files and pins the reference genes, instead of after.
+    # The workers start (import Dagster, anndata, matplotlib; load the parser's code) while
+    # this process hashes the files and pins the reference genes, instead of after.
     pool = _start_workers(min(workers, len(files)))
     try:
         observe_sources(instance, list(files.values()))
@@ -161,9 +162,11 @@ def _prepare_worker() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
-    import scanpy  # noqa: F401
 
     import sc_assets.definitions  # noqa: F401
+    from sc_assets.core.reading import warm_up
+
+    warm_up()
 
     _worker_instance()
 

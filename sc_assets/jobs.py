@@ -2,7 +2,7 @@
 
 Each is one step, so it runs in the run's own process (``in_process_executor``): the
 multiprocess executor would start a second Python process per run, importing Dagster and
-scanpy again (~3 s) for nothing. Parallelism comes from running several runs at once (the run
+anndata again (~2 s) for nothing. Parallelism comes from running several runs at once (the run
 queue, or ``sc-assets ingest --workers``).
 """
 

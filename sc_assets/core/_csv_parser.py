@@ -38,10 +38,13 @@ fraction and exponent, and spaces or tabs around it, whose value is a whole numb
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import re
 import sys
+import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -72,12 +75,17 @@ class ParsedCountMatrix:
     X
         ``(n_cells, n_genes)`` CSR matrix of the counts: float32 data, int32 indices and indptr
         (int64 only when nnz >= 2**31), sorted indices, no explicit zeros.
+    sums
+        Per-cell and per-gene sums (:class:`CountSums`).
+    X_copy
+        A copy of ``X`` with its own arrays, when asked for (``with_copy``); else None.
     """
 
     barcodes: list[str]
     genes: list[str]
     X: scipy.sparse.csr_matrix
     sums: CountSums
+    X_copy: scipy.sparse.csr_matrix | None = None
 
 
 @dataclass(frozen=True)
@@ -740,11 +748,16 @@ class _RowParser:
             gene_flagged=self._gene_flagged[:rows].copy(),
         )
 
-    def to_csr(self) -> scipy.sparse.csr_matrix:
-        """The cells x genes CSR matrix; the parser's bucket arrays are released."""
+    def to_csr(self, with_copy: bool = False) -> list[scipy.sparse.csr_matrix]:
+        """The cells x genes CSR matrix, and a copy of it if asked; the bucket pool is released.
+
+        The copy is written over the pool's arrays, which have the right dtypes, are dead once
+        the matrix is placed and are already mapped: a fresh 140 MB copy would cost as much
+        again in page faults as in copying.
+        """
         n_genes, nnz = self.n_genes, int(self._state[_S_NNZ])
         index_dtype = np.int32 if nnz < 2**31 else np.int64
-        indptr = np.zeros(self._n_cells + 1, dtype=np.int64)
+        indptr = np.zeros(self._n_cells + 1, dtype=index_dtype)
         np.cumsum(self._cell_nnz, out=indptr[1:])
         genes_out = np.empty(nnz, dtype=index_dtype)
         data_out = np.empty(nnz, dtype=np.float32)
@@ -754,17 +767,45 @@ class _RowParser:
             _place_buckets(pool, 0, n_buckets, *out)
         else:  # split the buckets where half of the non-zeros are
             middle = int(np.searchsorted(indptr[self._bucket_starts], nnz // 2))
-            upper = threading.Thread(target=_place_buckets, args=(pool, middle, n_buckets, *out))
-            upper.start()
-            _place_buckets(pool, 0, middle, *out)
-            upper.join()
+            _in_two_threads(
+                lambda: _place_buckets(pool, 0, middle, *out),
+                lambda: _place_buckets(pool, middle, n_buckets, *out),
+            )
+        pool = None  # no reference to the pool's arrays may outlive their resize below
+        matrices = [(data_out, genes_out, indptr)]
+        if with_copy:
+            if index_dtype is np.int32:
+                indices, data = self._keys, self._values
+                _in_two_threads(
+                    lambda: np.copyto(indices[:nnz], genes_out),
+                    lambda: np.copyto(data[:nnz], data_out),
+                )
+                # Shrink in place (realloc/mremap: no copy). Without this, scipy would copy
+                # a view of the first nnz items, as a small part of a large array.
+                self._keys = self._values = None
+                for array in (indices, data):
+                    array.resize(nnz, refcheck=False)  # no other reference is left
+            else:
+                indices, data = genes_out.copy(), data_out.copy()
+            matrices.append((data, indices, indptr.copy()))
         self._keys = self._values = self._chunk_next = None
-        X = scipy.sparse.csr_matrix(
-            (data_out, genes_out, indptr.astype(index_dtype)), shape=(self._n_cells, n_genes)
-        )
-        X.has_sorted_indices = True
-        X.has_canonical_format = True
-        return X
+        result = []
+        for arrays in matrices:
+            X = scipy.sparse.csr_matrix(arrays, shape=(self._n_cells, n_genes))
+            X.has_sorted_indices = True
+            X.has_canonical_format = True
+            result.append(X)
+        return result
+
+
+def _in_two_threads(first: Callable[[], object], second: Callable[[], object]) -> None:
+    """Run ``second`` in a new thread and ``first`` in this one (both release the GIL)."""
+    thread = threading.Thread(target=second)
+    thread.start()
+    try:
+        first()
+    finally:
+        thread.join()
 
 
 _NO_BYTES = np.empty(0, dtype=np.uint8)
@@ -819,7 +860,7 @@ def _parse_header(path: str | os.PathLike[str], raw: bytes) -> tuple[str, list[s
 
 
 def parse_count_matrix(
-    path: str | os.PathLike[str], flag_prefix: str = ""
+    path: str | os.PathLike[str], flag_prefix: str = "", *, with_copy: bool = False
 ) -> ParsedCountMatrix:
     """Read a gzipped genes x cells count CSV as a cells x genes CSR matrix.
 
@@ -835,6 +876,9 @@ def parse_count_matrix(
     flag_prefix
         Genes whose name starts with this (e.g. ``"MT-"``) are also summed on their own, per
         cell, in :attr:`CountSums.cell_flagged_total`.
+    with_copy
+        Also return an independent copy of ``X`` (its own arrays), e.g. for a raw-counts
+        layer; cheaper than a later ``X.copy()`` (see :meth:`_RowParser.to_csr`).
 
     Returns
     -------
@@ -900,6 +944,26 @@ def parse_count_matrix(
             rows.feed(line, 0, line.size)
     if rows.n_genes == 0:
         raise CountMatrixError(path, "the file has a header row but no gene rows")
+    matrices = rows.to_csr(with_copy)
     return ParsedCountMatrix(
-        barcodes=barcodes, genes=rows.genes(), X=rows.to_csr(), sums=rows.sums()
+        barcodes=barcodes,
+        genes=rows.genes(),
+        X=matrices[0],
+        sums=rows.sums(),
+        X_copy=matrices[1] if with_copy else None,
     )
+
+
+def warm_up() -> None:
+    """Load the parser's machine code now, not in the first call.
+
+    numba compiles the parser on first use and caches the machine code on disk
+    (``__pycache__``); loading it back still takes a few tenths of a second, the time a
+    whole file takes to parse. Processes that parse many files (the ingest workers) call this
+    when they start, as they import their other modules; it parses a tiny file.
+    """
+    with tempfile.TemporaryDirectory(prefix="sc-assets-warm-up-") as folder:
+        path = os.path.join(folder, "warm_up.csv.gz")
+        with open(path, "wb") as f:
+            f.write(gzip.compress(b"gene,AAAC-1,AAAC-2\nMT-G1,0,1\nG2,2,0\n"))
+        parse_count_matrix(path, flag_prefix="MT-")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
-from anndata.utils import make_index_unique
 
 from sc_assets.core._csv_parser import parse_count_matrix
 
@@ -17,9 +15,31 @@ def unique_gene_names(symbols: Sequence[str]) -> list[str]:
     """Make gene symbols unique the way scanpy and anndata do (``var_names_make_unique``).
 
     The second occurrence of a symbol becomes ``SYMBOL-1``, the third ``SYMBOL-2``, in file
-    order, so the result is deterministic and the same for every sample with the same genes.
+    order, skipping a suffixed name that is already taken, so the result is deterministic and
+    the same for every sample with the same genes.
+
+    The algorithm of :func:`anndata.utils.make_index_unique` (the test suite checks the two
+    agree) on a plain list: anndata 0.12's iterates a pandas array element by element, 20 ms
+    for 33,538 genes, a tenth of the whole parse of a sample.
     """
-    return list(make_index_unique(pd.Index(list(symbols), dtype=object)))
+    names = list(symbols)
+    if len(set(names)) == len(names):
+        return names
+    taken = set(names)
+    seen: set[str] = set()
+    counter: Counter[str] = Counter()
+    for i, name in enumerate(names):
+        if name not in seen:
+            seen.add(name)
+            continue
+        while True:
+            counter[name] += 1
+            candidate = f"{name}-{counter[name]}"
+            if candidate not in taken:
+                taken.add(candidate)
+                names[i] = candidate
+                break
+    return names
 
 
 def read_features_file(path: str | os.PathLike[str]) -> list[str]:

@@ -11,6 +11,8 @@ import pandas as pd
 from sc_assets.core.names import SampleName
 
 if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix as CSRMatrix
+
     from sc_assets.core._csv_parser import CountSums
 
 MT_PREFIX = "MT-"
@@ -18,7 +20,9 @@ COUNTS_LAYER = "counts"
 OBS_METADATA_COLUMNS = ("sample_id", "condition", "donor", "sample")
 
 
-def annotate_sample(adata: ad.AnnData, sample: SampleName, sums: CountSums) -> ad.AnnData:
+def annotate_sample(
+    adata: ad.AnnData, sample: SampleName, sums: CountSums, counts: CSRMatrix | None = None
+) -> ad.AnnData:
     """Add sample metadata, ``var["mt"]``, QC metrics and ``layers["counts"]``, in place.
 
     Parameters
@@ -30,12 +34,14 @@ def annotate_sample(adata: ad.AnnData, sample: SampleName, sums: CountSums) -> a
     sums
         The parser's sums over ``X``, flagged genes being the ``MT-`` ones
         (``parse_count_matrix(path, flag_prefix=MT_PREFIX)``).
+    counts
+        The raw counts for ``layers["counts"]``: a copy of ``X`` with its own arrays (the
+        parser's ``X_copy``); ``X.copy()`` when None.
 
     Returns
     -------
     The same object, with obs ``sample_id``, ``condition`` (categorical), ``donor`` (int),
-    ``sample``, var ``mt``, the QC columns of :func:`qc_metrics` and ``layers["counts"]``, a
-    copy of the raw counts.
+    ``sample``, var ``mt``, the QC columns of :func:`qc_metrics` and ``layers["counts"]``.
     """
     n = adata.n_obs
     adata.obs["sample_id"] = np.full(n, sample.sample_id, dtype=object)
@@ -48,7 +54,7 @@ def annotate_sample(adata: ad.AnnData, sample: SampleName, sums: CountSums) -> a
         adata.obs[name] = column
     for name, column in var_qc.items():
         adata.var[name] = column
-    adata.layers[COUNTS_LAYER] = adata.X.copy()
+    adata.layers[COUNTS_LAYER] = adata.X.copy() if counts is None else counts
     return adata
 
 

@@ -7,10 +7,12 @@ import os
 import anndata as ad
 import pandas as pd
 
-from sc_assets.core._csv_parser import parse_count_matrix
+from sc_assets.core._csv_parser import parse_count_matrix, warm_up
 from sc_assets.core.genes import unique_gene_names
 from sc_assets.core.names import parse_sample_name
 from sc_assets.core.qc import MT_PREFIX, annotate_sample
+
+__all__ = ["read_count_matrix", "warm_up"]
 
 
 def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
@@ -38,10 +40,10 @@ def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
         names the file, the line and the problem.
     """
     sample = parse_sample_name(path)
-    parsed = parse_count_matrix(path, flag_prefix=MT_PREFIX)
+    parsed = parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True)
     adata = ad.AnnData(
         X=parsed.X,
         obs=pd.DataFrame(index=pd.Index(parsed.barcodes, dtype=object)),
         var=pd.DataFrame(index=pd.Index(unique_gene_names(parsed.genes), dtype=object)),
     )
-    return annotate_sample(adata, sample, parsed.sums)
+    return annotate_sample(adata, sample, parsed.sums, counts=parsed.X_copy)

@@ -222,3 +222,21 @@ def test_zero_padding_after_the_gzip_stream_is_ignored(tmp_path: Path) -> None:
     path = tmp_path / "z.csv.gz"
     path.write_bytes(gzip.compress(b",a,b\nG,1,0\n") + b"\0" * 100)
     assert parse_count_matrix(path).X.toarray().tolist() == [[1], [0]]
+
+
+@pytest.mark.parametrize("threads", ["one thread", "two threads"])
+def test_copy_is_equal_and_independent(tmp_path: Path, monkeypatch, threads: str) -> None:
+    if threads == "two threads":
+        monkeypatch.setattr(_csv_parser, "_PARALLEL_PLACE_MIN_NNZ", 1)
+    counts = random_counts(np.random.default_rng(5), (50, 70), 0.3)
+    path = write_count_csv(tmp_path / "c.csv.gz", counts)
+    parsed = parse_count_matrix(path, with_copy=True)
+    X, copy = parsed.X, parsed.X_copy
+    assert parse_count_matrix(path).X_copy is None
+    for a, b in ((X.data, copy.data), (X.indices, copy.indices), (X.indptr, copy.indptr)):
+        assert np.array_equal(a, b) and a.dtype == b.dtype
+        assert not np.shares_memory(a, b)
+        # its own memory, exactly the size of the data (not a view of the parser's pool)
+        assert b.base is None or b.base.nbytes == b.nbytes
+    copy.data[:] = 0  # e.g. normalising X in place must leave the raw counts alone
+    assert np.array_equal(X.toarray(), counts.T.astype(np.float32))

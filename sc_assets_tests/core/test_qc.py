@@ -51,9 +51,8 @@ def test_demo_sample_qc_equals_scanpy(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mt", [False, True], ids=["no MT- genes", "with MT- genes"])
 def test_random_matrix_qc_equals_scanpy(tmp_path: Path, mt: bool) -> None:
     rng = np.random.default_rng(7)
-    counts = scipy.sparse.random(
-        57, 40, density=0.2, format="csr", random_state=rng, data_rvs=lambda n: rng.integers(1, 500, n)
-    )
+    values = lambda n: rng.integers(1, 500, n)  # noqa: E731
+    counts = scipy.sparse.random(57, 40, density=0.2, format="csr", rng=rng, data_rvs=values)
     genes = [f"MT-G{i}" if mt and i % 5 == 0 else f"G{i}" for i in range(40)]
     barcodes = [f"AAAC{i:04d}-1" for i in range(57)]
     path = write_count_matrix(tmp_path / "GSM1_Ctrl1_count_matrix.csv.gz", counts, genes, barcodes)
