@@ -7,12 +7,12 @@ import os
 import anndata as ad
 import pandas as pd
 
-from sc_assets.core._csv_parser import parse_count_matrix, warm_up
+from sc_assets.core._csv_parser import ParsedCountMatrix, parse_count_matrix, warm_up
 from sc_assets.core.genes import unique_gene_names
-from sc_assets.core.names import parse_sample_name
+from sc_assets.core.names import SampleName, parse_sample_name
 from sc_assets.core.qc import MT_PREFIX, annotate_sample
 
-__all__ = ["read_count_matrix", "warm_up"]
+__all__ = ["read_count_matrix", "sample_adata", "warm_up"]
 
 
 def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
@@ -40,7 +40,14 @@ def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
         names the file, the line and the problem.
     """
     sample = parse_sample_name(path)
-    parsed = parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True)
+    return sample_adata(parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True), sample)
+
+
+def sample_adata(parsed: ParsedCountMatrix, sample: SampleName) -> ad.AnnData:
+    """The annotated AnnData of a parsed file (the second half of :func:`read_count_matrix`).
+
+    ``parsed`` comes from ``parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True)``.
+    """
     adata = ad.AnnData(
         X=parsed.X,
         obs=pd.DataFrame(index=pd.Index(parsed.barcodes, dtype=object)),
