@@ -12,7 +12,6 @@ from sc_assets.core.names import (
     parse_partition_key,
     parse_sample_name,
 )
-from sc_assets.core.reading import read_count_matrix
 
 __all__ = [
     "FILE_SUFFIX",
@@ -24,3 +23,13 @@ __all__ = [
     "parse_sample_name",
     "read_count_matrix",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # read_count_matrix is imported on first use: its parser needs numba (~0.3 s to import),
+    # which the processes that only merge, scan the inbox or parse names never need.
+    if name == "read_count_matrix":
+        from sc_assets.core.reading import read_count_matrix
+
+        return read_count_matrix
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
