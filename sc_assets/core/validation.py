@@ -208,23 +208,19 @@ def matrix_sparsity_outcome(X: Any, thresholds: Thresholds = Thresholds()) -> Ch
 
 def count_integrity_outcome(adata: ad.AnnData) -> CheckOutcome:
     """Counts finite, non-negative, whole; ``layers["counts"]`` equals ``X``; barcodes unique."""
-    values = _stored_values(adata.X)
-    non_finite = ~np.isfinite(values)
-    negative = values < 0
-    with np.errstate(invalid="ignore"):
-        non_integer = np.isfinite(values) & (values != np.round(values))
+    n_non_finite, n_negative, n_non_integer, examples = _value_problems(_stored_values(adata.X))
     counts = adata.layers.get(COUNTS_LAYER)
     layer_equal = counts is not None and _matrices_equal(adata.X, counts)
     duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()
 
     problems = []
-    if non_finite.any():
-        problems.append(f"{int(non_finite.sum()):,} NaN or infinite values")
-    if negative.any():
-        problems.append(f"{int(negative.sum()):,} negative values")
-    if non_integer.any():
-        examples = ", ".join(repr(float(v)) for v in values[non_integer][:3])
-        problems.append(f"{int(non_integer.sum()):,} non-integer values (e.g. {examples})")
+    if n_non_finite:
+        problems.append(f"{n_non_finite:,} NaN or infinite values")
+    if n_negative:
+        problems.append(f"{n_negative:,} negative values")
+    if n_non_integer:
+        shown = ", ".join(repr(float(v)) for v in examples)
+        problems.append(f"{n_non_integer:,} non-integer values (e.g. {shown})")
     if counts is None:
         problems.append('no layers["counts"]')
     elif not layer_equal:
@@ -247,9 +243,9 @@ def count_integrity_outcome(adata: ad.AnnData) -> CheckOutcome:
         summary="ok" if passed else "; ".join(problems),
         description=description,
         metadata={
-            "n_non_finite": int(non_finite.sum()),
-            "n_negative": int(negative.sum()),
-            "n_non_integer": int(non_integer.sum()),
+            "n_non_finite": n_non_finite,
+            "n_negative": n_negative,
+            "n_non_integer": n_non_integer,
             "counts_layer_present": counts is not None,
             "counts_layer_equals_X": bool(layer_equal),
             "n_duplicated_barcodes": len(duplicated),
@@ -455,6 +451,33 @@ def unique_obs_names_outcome(summary: MergeSummary) -> CheckOutcome:
 def _sentence(text: str) -> str:
     text = text[:1].upper() + text[1:]
     return text if text.endswith((".", "?", "!")) else text + "."
+
+
+#: Values per block in :func:`_value_problems`: temporaries stay in cache, no new memory.
+_VALUE_BLOCK = 1 << 18
+
+
+def _value_problems(values: np.ndarray) -> tuple[int, int, int, list[float]]:
+    """NaN or infinite, negative and (finite) non-integer values, and up to 3 of the latter.
+
+    Counted block by block: over a whole matrix, each test would allocate a temporary as
+    large as the data (~0.3 s for a 17M-value sample, most of it fresh pages).
+    """
+    if values.dtype.kind in "biu":  # integer counts: only the sign can be wrong
+        return 0, int(np.count_nonzero(values < 0)) if values.dtype.kind == "i" else 0, 0, []
+    n_non_finite = n_negative = n_non_integer = 0
+    examples: list[float] = []
+    for start in range(0, values.size, _VALUE_BLOCK):
+        block = values[start : start + _VALUE_BLOCK]
+        finite = np.isfinite(block)
+        n_non_finite += block.size - int(np.count_nonzero(finite))
+        n_negative += int(np.count_nonzero(block < 0))
+        with np.errstate(invalid="ignore"):
+            fractional = finite & (block != np.rint(block))
+        if n := int(np.count_nonzero(fractional)):
+            n_non_integer += n
+            examples.extend(block[fractional][: 3 - len(examples)].tolist())
+    return n_non_finite, n_negative, n_non_integer, examples
 
 
 def _stored_values(X: Any) -> np.ndarray:

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from sc_assets.core import validation
 from sc_assets.core.validation import (
     Severity,
     Thresholds,
@@ -136,6 +137,30 @@ def test_count_integrity_rejects_values_that_are_not_counts(value, field, phrase
     assert not outcome.passed
     assert outcome.metadata[field] == 1
     assert phrase in outcome.description
+
+
+def test_count_integrity_counts_every_bad_value_across_blocks(monkeypatch):
+    monkeypatch.setattr(validation, "_VALUE_BLOCK", 7)  # many blocks, bad values in several
+    adata = counts_adata()
+    adata.X.data[[1, 9, 20]] = [0.5, 2.25, -3.0]
+    adata.X.data[15] = np.nan
+    adata.layers["counts"] = adata.X.copy()
+    outcome = count_integrity_outcome(adata)
+    assert [outcome.metadata[k] for k in ("n_non_finite", "n_negative", "n_non_integer")] == [
+        1,
+        1,
+        2,
+    ]
+    assert "(e.g. 0.5, 2.25)" in outcome.description
+
+
+def test_count_integrity_of_integer_counts_checks_the_sign():
+    adata = counts_adata()
+    adata.X = adata.X.astype(np.int64)
+    adata.X.data[2] = -4
+    adata.layers["counts"] = adata.X.copy()
+    outcome = count_integrity_outcome(adata)
+    assert outcome.metadata["n_negative"] == 1 and outcome.metadata["n_non_integer"] == 0
 
 
 def test_count_integrity_rejects_a_counts_layer_that_differs_or_is_missing():
