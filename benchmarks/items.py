@@ -185,12 +185,14 @@ def concat_on_disk(out: Path, pairs: list[str]) -> dict[str, Any]:
 
 
 def write_h5ad(source: Path, out: Path, compression: str) -> dict[str, Any]:
-    """Write one sample with an HDF5 compression, then read it back."""
+    """Write one sample with an HDF5 compression as the IO manager does, then read it back."""
     import anndata as ad
+
+    from sc_assets.core.h5ad import write_h5ad as write
 
     adata = ad.read_h5ad(source)
     t0 = time.perf_counter()
-    adata.write_h5ad(out, compression=None if compression == "none" else compression)
+    write(adata, out, compression=None if compression == "none" else compression)
     t1 = time.perf_counter()
     ad.read_h5ad(out)
     return {"write_s": t1 - t0, "read_s": time.perf_counter() - t1, "bytes": _size(out)}
@@ -200,9 +202,11 @@ def convert(compression: str, out_dir: Path, sources: list[Path]) -> dict[str, A
     """Rewrite per-sample files with a compression (the inputs of a compressed merge)."""
     import anndata as ad
 
+    from sc_assets.core.h5ad import write_h5ad as write
+
     out_dir.mkdir(parents=True, exist_ok=True)
     for source in sources:
-        ad.read_h5ad(source).write_h5ad(out_dir / source.name, compression=compression)
+        write(ad.read_h5ad(source), out_dir / source.name, compression=compression)
     return {"files": len(sources)}
 
 

@@ -29,6 +29,7 @@ from dagster._core.storage.upath_io_manager import escape_dotdot_segments, escap
 from upath import UPath
 
 from sc_assets.core.atomic import atomic_path
+from sc_assets.core.h5ad import write_h5ad
 
 #: ``AssetIn(metadata={LOAD_AS_PATH: True})`` makes the h5ad IO manager hand over a mapping of
 #: partition key -> path instead of loading AnnData objects (the out-of-core merge reads the
@@ -76,8 +77,8 @@ class H5adIOManager(UPathIOManager):
             if isinstance(obj, DeferredH5ad):
                 obj.result = obj.write(tmp, self.compression)
                 metadata.update(obj.describe(obj.result))
-            else:
-                obj.write_h5ad(tmp, compression=self.compression)
+            else:  # layers["counts"] equal to X is stored once, as a link (see write_h5ad)
+                write_h5ad(obj, tmp, compression=self.compression)
             metadata["bytes"] = MetadataValue.int(tmp.stat().st_size)
         context.add_output_metadata(metadata)
 

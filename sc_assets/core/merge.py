@@ -217,6 +217,8 @@ class _Source:
     identity: bool = True
     """The source's genes are exactly the merged genes, in order: its matrices are copied
     verbatim. Otherwise their column indices go through a gene map."""
+    counts_is_x: bool = False
+    """``layers["counts"]`` is a hard link to ``X`` (see :func:`sc_assets.core.h5ad.write_h5ad`)."""
 
 
 @dataclass
@@ -229,6 +231,11 @@ class _Plan:
     """One row per source carrying the merged obs columns, their order and dtypes."""
     dtypes: dict[str, np.dtype]
     """Data dtype per matrix: the sources' dtypes promoted, as scipy's vstack does."""
+
+    @property
+    def counts_is_x(self) -> bool:
+        """Every source's counts layer is its X: the merged one is too, written once."""
+        return all(source.counts_is_x for source in self.sources)
 
 
 def _plan(
@@ -257,6 +264,7 @@ def _plan(
         path = Path(path)
         with _open_source(label, path) as f:
             n_obs, nnz, matrix_dtypes = _check_matrices(f, path)
+            counts_is_x = f["X"] == f[_MATRICES[1]]  # the same HDF5 object (a hard link)
             var = read_elem(f["var"])
             obs = _obs_columns(f["obs"], n_obs)
             for key in ("obsm", "varm", "varp", "layers"):
@@ -281,7 +289,7 @@ def _plan(
                 # same pass. Otherwise _join_genes redoes it on the final common genes.
                 var_merge.add(var)
         heads.append(_representative_rows(obs))
-        planned.append(_Source(label, path, n_obs, nnz))
+        planned.append(_Source(label, path, n_obs, nnz, counts_is_x=counts_is_x))
 
     _refuse_unmerged(common_keys, all_raw)
     return _Plan(
@@ -485,11 +493,11 @@ def _write(plan: _Plan, out: h5py.File, compression: Compression, block_nnz: int
     # anndata writes the encoding of each element; the sparse datasets are then replaced by
     # ones laid out with their final size (see _CsrWriter).
     write_elem(out, "X", sp.csr_matrix((0, n_vars), dtype=plan.dtypes["X"]))
-    write_elem(
-        out,
-        "layers",
-        {COUNTS_LAYER: sp.csr_matrix((0, n_vars), dtype=plan.dtypes[_MATRICES[1]])},
-    )
+    # When every source's counts layer is its X, so is the merged one: a hard link to X, the
+    # matrix written once (half the bytes), as the samples' files store it.
+    matrices = _MATRICES[:1] if plan.counts_is_x else _MATRICES
+    empty = sp.csr_matrix((0, n_vars), dtype=plan.dtypes[_MATRICES[1]])
+    write_elem(out, "layers", {} if plan.counts_is_x else {COUNTS_LAYER: empty})
     # Cell totals for the median: row sums are accumulated in X's dtype (float32 for counts).
     totals = np.zeros(n_obs, dtype=np.result_type(plan.dtypes["X"], np.float32))
     writers = {
@@ -500,7 +508,7 @@ def _write(plan: _Plan, out: h5py.File, compression: Compression, block_nnz: int
             compression,
             row_totals=totals if key == "X" else None,
         )
-        for key in _MATRICES
+        for key in matrices
     }
     # obs starts empty and resizable; the samples' rows are appended (see _ObsAppender).
     empty_obs = plan.obs_schema.iloc[:0].set_axis(pd.Index([], dtype=object))
@@ -522,7 +530,7 @@ def _write(plan: _Plan, out: h5py.File, compression: Compression, block_nnz: int
             gene_map = None
             if not source.identity:
                 gene_map = plan.genes.get_indexer(read_elem(f["var"]).index)
-            for key in _MATRICES:
+            for key in matrices:
                 rows, nnz, total = writers[key].copy(f[key], gene_map, block_nnz, buffers)
                 if (rows, nnz) != (source.n_obs, source.nnz[key]):
                     raise ValueError(f"{source.path}: the file changed during the merge")
@@ -530,12 +538,14 @@ def _write(plan: _Plan, out: h5py.File, compression: Compression, block_nnz: int
                     samples.append(SampleSummary(source.label, str(source.path), rows, nnz, total))
 
     obs_appender.flush()
+    if plan.counts_is_x:
+        out["layers"][COUNTS_LAYER] = out["X"]
     write_elem(out, "var", plan.var, dataset_kwargs=frame_kwargs)
     for key in ("obsm", "varm", "obsp", "varp", "uns"):
         write_elem(out, key, {})
     obs_index = out["obs"][out["obs"].attrs["_index"]]
     n_duplicates, duplicates = _duplicate_names(hashes, obs_index)
-    x, counts = writers["X"], writers[_MATRICES[1]]
+    x, counts = writers["X"], writers.get(_MATRICES[1], writers["X"])
     return MergeSummary(
         samples=tuple(samples),
         n_obs=obs_index.shape[0],

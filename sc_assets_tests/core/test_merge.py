@@ -414,3 +414,29 @@ def test_invalid_arguments_raise(tmp_path: Path, same_genes, kwargs, message) ->
 def test_no_sources_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no sources"):
         merge_h5ad([], tmp_path / "merged.h5ad")
+
+
+def test_sources_whose_counts_are_x_give_a_merge_whose_counts_are_x(tmp_path: Path) -> None:
+    """Files written by the platform store layers["counts"] as a link to X: so does the merge."""
+    from sc_assets.core.h5ad import write_h5ad
+
+    sources = []
+    for label, n_cells, seed in [("Ctrl1", 40, 1), ("Pre1", 25, 2), ("Post1", 33, 3)]:
+        path = tmp_path / f"{label}.h5ad"
+        assert write_h5ad(make_sample(label, n_cells=n_cells, seed=seed), path) == ["counts"]
+        sources.append((label, path))
+    out = tmp_path / "merged.h5ad"
+    summary = merge_h5ad(sources, out)
+    with h5py.File(out) as f:
+        assert f["layers/counts"] == f["X"]
+    assert_same_adata(ad.read_h5ad(out), recipe(sources))
+    assert summary.counts_checksum == summary.x_checksum == checksum_of(out, "layers/counts")
+    assert summary.counts_nnz == summary.nnz and summary.counts_sum == summary.x_sum
+
+    # One source with a separate copy (equal values): the merge writes both matrices.
+    label, path = sources[1]
+    ad.read_h5ad(path).write_h5ad(path)
+    merge_h5ad(sources, out)
+    with h5py.File(out) as f:
+        assert f["layers/counts"] != f["X"]
+    assert_same_adata(ad.read_h5ad(out), recipe(sources))
