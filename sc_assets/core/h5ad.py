@@ -55,8 +55,7 @@ def matrices_equal(a: Any, b: Any) -> bool:
                 and np.array_equal(a.indices, b.indices)
                 # equal_nan takes 10x longer: only when the plain comparison fails
                 and (
-                    np.array_equal(a.data, b.data)
-                    or np.array_equal(a.data, b.data, equal_nan=True)
+                    np.array_equal(a.data, b.data) or np.array_equal(a.data, b.data, equal_nan=True)
                 )
             )
         return (a != b).nnz == 0
