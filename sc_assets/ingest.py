@@ -127,7 +127,11 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
             if not reference.success:
                 failed = [RunOutcome(key, False, error=reference.error) for key in files]
                 return IngestReport(failed, ignored, merge=None)
-        samples = list(pool.map(run_sample, files))
+        # Largest files first: the runs left for the end are the short ones, so both workers
+        # finish at about the same time (longest-processing-time-first scheduling).
+        order = sorted(files, key=lambda key: files[key].size, reverse=True)
+        outcomes = dict(zip(order, pool.map(run_sample, order), strict=True))
+        samples = [outcomes[key] for key in files]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # the workers exit during the merge
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
