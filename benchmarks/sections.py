@@ -603,9 +603,9 @@ def merge(ctx: Context) -> Section:
         )
     section.tables.append(
         (
-            f"Per-sample files of the ingest (X + layers['counts'], uncompressed, in the page "
-            f"cache), {ctx.config.merge_reps} interleaved runs each; wall ratio = merge_h5ad / "
-            "concat_on_disk.",
+            "Per-sample files of the ingest (X, and layers['counts'] as a hard link to it; "
+            f"uncompressed, in the page cache), {ctx.config.merge_reps} interleaved runs each; "
+            "wall ratio = merge_h5ad / concat_on_disk.",
             table,
         )
     )
