@@ -16,7 +16,6 @@ from sc_assets.assets.raw import raw_count_matrix
 from sc_assets.checks import sample_check_specs, to_check_result
 from sc_assets.core.plots import qc_plot_png
 from sc_assets.core.qc import adata_summary
-from sc_assets.core.reading import read_count_matrix
 from sc_assets.core.validation import sample_outcomes
 from sc_assets.partitions import samples_partitions
 from sc_assets.resources import CheckThresholds, SampleInbox
@@ -48,6 +47,10 @@ def sample_adata(
     reference_genes: list[str],
 ) -> Iterator[Output | AssetCheckResult]:
     path = inbox.sample_file(context.partition_key)
+    # Imported here: the parser needs numba (~0.3 s), which only the processes that run this
+    # asset need (not the code server, the sensors or the merge runs).
+    from sc_assets.core.reading import read_count_matrix
+
     adata = read_count_matrix(path)
     outcomes = sample_outcomes(adata, reference_genes, check_thresholds.thresholds)
     plot = base64.b64encode(qc_plot_png(adata, title=context.partition_key)).decode()

@@ -328,11 +328,11 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
     """Parse the complete lines ``buf[start:stop]`` (``buf[stop - 1]`` is a newline).
 
     Each non-zero goes straight to the bucket of its cell (pass 1 of the transpose, see
-    :class:`_Buckets`: ``pool`` is its arrays) as the key ``row << shift | cell & mask`` and
-    the value. ``names`` gets the gene name bytes, ``name_ends[row]`` where they end and
-    ``row_lines[row]`` the row's line number. ``sums`` (:class:`_Sums` arrays) get the QC sums:
-    per cell non-zeros, total and total over the genes whose name starts with ``prefix`` (none
-    when it is empty); per gene non-zeros, total and whether it is such a gene.
+    :class:`_RowParser`; ``pool`` is the buckets' arrays) as the key ``row << shift | cell &
+    mask`` and the value. ``names`` gets the gene name bytes, ``name_ends[row]`` where they
+    end and ``row_lines[row]`` the row's line number. ``sums`` (the :class:`CountSums` arrays)
+    get the QC sums: per cell non-zeros, total and total over the genes whose name starts with
+    ``prefix`` (none when it is empty); per gene non-zeros, total and whether it is such a gene.
     The caller guarantees the capacity. Progress and errors go into ``state``; on an error it
     stops at once, with ``_S_LINE`` the error's line.
     """

@@ -8,8 +8,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from sc_assets.core._csv_parser import parse_count_matrix
-
 
 def unique_gene_names(symbols: Sequence[str]) -> list[str]:
     """Make gene symbols unique the way scanpy and anndata do (``var_names_make_unique``).
@@ -61,4 +59,8 @@ def read_features_file(path: str | os.PathLike[str]) -> list[str]:
 
 def read_sample_genes(path: str | os.PathLike[str]) -> list[str]:
     """Unique gene names of a per-sample count-matrix file, as ``read_count_matrix`` sets them."""
+    # Imported here: the parser needs numba (~0.3 s), which the processes that only use the
+    # gene lists (the code server, merge runs) never need.
+    from sc_assets.core._csv_parser import parse_count_matrix
+
     return unique_gene_names(parse_count_matrix(path).genes)
