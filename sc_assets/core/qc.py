@@ -1,7 +1,8 @@
-"""Per-sample annotation: sample metadata, mitochondrial flags, QC metrics, raw-count layer."""
+"""Per-sample annotation: sample metadata, mitochondrial flags, QC metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import anndata as ad
@@ -11,8 +12,6 @@ import pandas as pd
 from sc_assets.core.names import SampleName
 
 if TYPE_CHECKING:
-    from scipy.sparse import csr_matrix as CSRMatrix
-
     from sc_assets.core._csv_parser import CountSums
 
 MT_PREFIX = "MT-"
@@ -20,42 +19,41 @@ COUNTS_LAYER = "counts"
 OBS_METADATA_COLUMNS = ("sample_id", "condition", "donor", "sample")
 
 
-def annotate_sample(
-    adata: ad.AnnData, sample: SampleName, sums: CountSums, counts: CSRMatrix | None = None
-) -> ad.AnnData:
-    """Add sample metadata, ``var["mt"]``, QC metrics and ``layers["counts"]``, in place.
+def sample_frames(
+    barcodes: Sequence[str], genes: Sequence[str], sample: SampleName, sums: CountSums
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``obs`` and ``var`` of a sample's AnnData, from the parser's names and sums.
 
     Parameters
     ----------
-    adata
-        Cells x genes raw counts in ``X``, genes in file order.
+    barcodes
+        Cell barcodes (obs names).
+    genes
+        Unique gene names (var names), in file order.
     sample
         Metadata parsed from the file name.
     sums
-        The parser's sums over ``X``, flagged genes being the ``MT-`` ones
+        The parser's sums over the counts, flagged genes being the ``MT-`` ones
         (``parse_count_matrix(path, flag_prefix=MT_PREFIX)``).
-    counts
-        The raw counts for ``layers["counts"]``: a copy of ``X`` with its own arrays (the
-        parser's ``X_copy``); ``X.copy()`` when None.
 
     Returns
     -------
-    The same object, with obs ``sample_id``, ``condition`` (categorical), ``donor`` (int),
-    ``sample``, var ``mt``, the QC columns of :func:`qc_metrics` and ``layers["counts"]``.
+    obs with ``sample_id``, ``condition`` (categorical), ``donor`` (int), ``sample`` and the
+    QC columns of :func:`qc_metrics`; var with ``mt`` and the QC columns of :func:`qc_metrics`.
     """
-    n = adata.n_obs
-    adata.obs["sample_id"] = np.full(n, sample.sample_id, dtype=object)
-    adata.obs["condition"] = pd.Categorical([sample.condition] * n)
-    adata.obs["donor"] = np.full(n, sample.donor, dtype=np.int64)
-    adata.obs["sample"] = np.full(n, sample.sample, dtype=object)
-    adata.var["mt"] = sums.gene_flagged
+    n = len(barcodes)
     obs_qc, var_qc = qc_metrics(sums)
-    for name, column in obs_qc.items():
-        adata.obs[name] = column
-    for name, column in var_qc.items():
-        adata.var[name] = column
-    adata.layers[COUNTS_LAYER] = adata.X.copy() if counts is None else counts
-    return adata
+    obs_columns = {
+        "sample_id": np.full(n, sample.sample_id, dtype=object),
+        "condition": pd.Categorical([sample.condition] * n),
+        "donor": np.full(n, sample.donor, dtype=np.int64),
+        "sample": np.full(n, sample.sample, dtype=object),
+        **obs_qc,
+    }
+    obs = pd.DataFrame(obs_columns, index=pd.Index(barcodes, dtype=object))
+    var_columns = {"mt": sums.gene_flagged, **var_qc}
+    var = pd.DataFrame(var_columns, index=pd.Index(genes, dtype=object))
+    return obs, var
 
 
 def qc_metrics(sums: CountSums) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 
 import anndata as ad
-import pandas as pd
 
 from sc_assets.core._csv_parser import ParsedCountMatrix, parse_count_matrix, warm_up
 from sc_assets.core.genes import unique_gene_names
 from sc_assets.core.names import SampleName, parse_sample_name
-from sc_assets.core.qc import MT_PREFIX, annotate_sample
+from sc_assets.core.qc import COUNTS_LAYER, MT_PREFIX, sample_frames
 
 __all__ = ["read_count_matrix", "sample_adata", "warm_up"]
 
@@ -29,7 +28,8 @@ def read_count_matrix(path: str | os.PathLike[str]) -> ad.AnnData:
     AnnData with ``X`` a CSR float32 matrix of the raw counts (int32 indices), ``obs_names`` the
     barcodes, ``var_names`` the gene symbols made unique (a repeated symbol gets ``-1``,
     ``-2``... in file order, as ``AnnData.var_names_make_unique`` does), sample metadata and QC
-    metrics in ``obs``, ``var["mt"]`` and ``layers["counts"]`` (see :func:`annotate_sample`).
+    metrics in ``obs``, ``var["mt"]`` and ``layers["counts"]`` (see
+    :func:`~sc_assets.core.qc.sample_frames`).
 
     Raises
     ------
@@ -48,9 +48,7 @@ def sample_adata(parsed: ParsedCountMatrix, sample: SampleName) -> ad.AnnData:
 
     ``parsed`` comes from ``parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True)``.
     """
-    adata = ad.AnnData(
-        X=parsed.X,
-        obs=pd.DataFrame(index=pd.Index(parsed.barcodes, dtype=object)),
-        var=pd.DataFrame(index=pd.Index(unique_gene_names(parsed.genes), dtype=object)),
-    )
-    return annotate_sample(adata, sample, parsed.sums, counts=parsed.X_copy)
+    obs, var = sample_frames(parsed.barcodes, unique_gene_names(parsed.genes), sample, parsed.sums)
+    adata = ad.AnnData(X=parsed.X, obs=obs, var=var)
+    adata.layers[COUNTS_LAYER] = parsed.X_copy if parsed.X_copy is not None else parsed.X.copy()
+    return adata
