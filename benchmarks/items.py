@@ -72,11 +72,12 @@ def _loaded_call(module: str, function: str, path: Path) -> dict[str, Any]:
 def read_twice(path: Path) -> dict[str, Any]:
     """``read_count_matrix`` twice in one process: the first call and a warm one.
 
-    No ``warm_up``: the first call of a process pays one-off costs on top of the work: numba
-    loads the parser's machine code from its cache, and the kernel maps fresh pages for every array
-    (~300 MB here; with transparent huge pages it also has to find and zero 2 MB pages). The
-    second call reuses both, as an ingest worker does from its second sample on. User and
-    kernel CPU times and page faults come from ``getrusage`` (this process, all threads).
+    No ``warm_up``: the first call of a process pays a one-off cost on top of the work: numba
+    loads the parser's machine code from its cache. The second call has it loaded, as an
+    ingest worker has from its second sample on. Both calls map fresh pages for their arrays
+    (~300 MB, on 4 KB pages: see ``_small_pages`` in the parser): glibc hands blocks this large
+    back to the kernel when they are freed. User and kernel CPU times and page faults come
+    from ``getrusage`` (this process, all threads).
     """
     import resource
 

@@ -230,9 +230,10 @@ def one_sample(ctx: Context) -> Section:
     section.tables.append(
         (
             "read_count_matrix called twice in one process (interleaved with the items above), "
-            "without `warm_up()`: the first call also loads numba's cached machine code and "
-            "has the kernel map fresh pages for every array; the second reuses both, as an "
-            "ingest worker does from its second sample on.",
+            "without `warm_up()`: the first call also loads numba's cached machine code; the "
+            "second has it loaded, as an ingest worker has from its second sample on. Both map "
+            "fresh pages for their arrays (glibc gives blocks this large back to the kernel "
+            "when they are freed).",
             calls,
         )
     )
