@@ -38,10 +38,8 @@ fraction and exponent, and spaces or tabs around it, whose value is a whole numb
 from __future__ import annotations
 
 import contextlib
-import csv
 import gzip
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -55,6 +53,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from sc_assets.core._csv_text import parse_header, quote_text
 from sc_assets.core._decompress import decompressed_blocks, uncompressed_size_hint
 from sc_assets.core.errors import CountMatrixError
 
@@ -118,7 +117,6 @@ _NL, _CR, _COMMA, _QUOTE, _SPACE, _TAB = 10, 13, 44, 34, 32, 9
 _PLUS, _MINUS, _DOT, _ZERO, _LOWER_E = 43, 45, 46, 48, 101
 _ZERO_PAIRS = int.from_bytes(b"0,0,0,0,", "little")
 _INT32_MAX = 2**31 - 1
-_BOM = b"\xef\xbb\xbf"
 
 # --- error codes set by the numba loop (0 = none) ------------------------------------------
 _E_EMPTY_GENE = 1
@@ -569,12 +567,8 @@ _NA_STRINGS = frozenset(
 )
 
 
-def _quote_text(text: str) -> str:
-    return repr(text if len(text) <= 40 else text[:37] + "...")
-
-
 def _value_problem(code: int, text: str) -> str:
-    shown = _quote_text(text)
+    shown = quote_text(text)
     rule = "counts must be non-negative integers"
     if code == _E_NOT_NUMBER:
         word = text.strip(" \t").lower().lstrip("+-")
@@ -757,7 +751,7 @@ class _RowParser:
         except UnicodeDecodeError as exc:
             row = int(np.searchsorted(self._name_ends[:rows], exc.start, side="right"))
             name = raw[starts[row] : ends[row]].decode("utf-8", "replace")
-            problem = f"the gene name {_quote_text(name)} is not UTF-8 text"
+            problem = f"the gene name {quote_text(name)} is not UTF-8 text"
             line = int(self._row_lines[row])
             raise CountMatrixError(self._path, problem, line=line, column=1) from None
         if len(text) == len(raw):  # ASCII: byte offsets are character offsets
@@ -840,53 +834,6 @@ def _in_two_threads(first: Callable[[], object], second: Callable[[], object]) -
 _NO_BYTES = np.empty(0, dtype=np.uint8)
 _NEWLINE = np.array([_NL], dtype=np.uint8)
 
-_NUMBER_RE = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*|[+-]?(nan|inf)", re.I)
-
-
-def _parse_header(path: str | os.PathLike[str], raw: bytes) -> tuple[str, list[str]]:
-    """The corner field and the barcodes of the header line ``raw`` (without its newline)."""
-    raw = raw.removeprefix(_BOM).removesuffix(b"\r")
-    if not raw:
-        raise CountMatrixError(
-            path, "the first line is empty: expected the header row of cell barcodes", line=1
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problem = f"the header row is not UTF-8 text (byte {exc.start + 1}); is this a CSV file?"
-        raise CountMatrixError(path, problem, line=1) from None
-    try:
-        fields = next(csv.reader([text], strict=True))
-    except csv.Error as exc:
-        problem = f"the header row has a badly quoted field ({exc})"
-        raise CountMatrixError(path, problem, line=1) from None
-    corner, barcodes = fields[0], fields[1:]
-    if not barcodes:
-        problem = "the header row has no cell barcodes: expected a corner field, then one barcode"
-        raise CountMatrixError(path, problem + " per cell, separated by commas", line=1)
-    if all(_NUMBER_RE.fullmatch(b) for b in barcodes):
-        problem = (
-            f"the first line looks like a gene row, not a header: all {len(barcodes)} fields after"
-            " the first are numbers; the file must start with a header row of cell barcodes"
-        )
-        raise CountMatrixError(path, problem, line=1)
-    if barcodes[-1] == "":
-        problem = "the header row ends with a comma (an empty last field)"
-        raise CountMatrixError(path, problem, line=1, column=len(fields))
-    seen: dict[str, int] = {}
-    for column, barcode in enumerate(barcodes, start=2):
-        if barcode == "":
-            problem = "the cell barcode is empty: every column needs a barcode"
-            raise CountMatrixError(path, problem, line=1, column=column)
-        first = seen.setdefault(barcode, column)
-        if first != column:
-            problem = (
-                f"cell barcode {_quote_text(barcode)} appears twice in the header, in columns"
-                f" {first} and {column}: barcodes must be unique"
-            )
-            raise CountMatrixError(path, problem, line=1, column=column)
-    return corner, barcodes
-
 
 def parse_count_matrix(
     path: str | os.PathLike[str], flag_prefix: str = "", *, with_copy: bool = False
@@ -937,7 +884,7 @@ def parse_count_matrix(
                 raise CountMatrixError(
                     path, "the file contains no data (it decompresses to nothing)"
                 )
-        _, barcodes = _parse_header(path, b"".join(head))
+        _, barcodes = parse_header(path, b"".join(head))
         # Each non-zero takes >= 2 bytes of text: with an exact size hint, a capacity bound.
         nnz_hint = uncompressed_size_hint(path) // 2 + 1
         rows = _RowParser(

@@ -58,9 +58,11 @@ def read_features_file(path: str | os.PathLike[str]) -> list[str]:
 
 
 def read_sample_genes(path: str | os.PathLike[str]) -> list[str]:
-    """Unique gene names of a per-sample count-matrix file, as ``read_count_matrix`` sets them."""
-    # Imported here: the parser needs numba (~0.3 s), which the processes that only use the
-    # gene lists (the code server, merge runs) never need.
-    from sc_assets.core._csv_parser import parse_count_matrix
+    """Unique gene names of a per-sample count-matrix file, as ``read_count_matrix`` sets them.
 
-    return unique_gene_names(parse_count_matrix(path).genes)
+    Only the header and the gene names are read, not the counts (see
+    :func:`~sc_assets.core._csv_text.read_gene_names`).
+    """
+    from sc_assets.core._csv_text import read_gene_names
+
+    return unique_gene_names(read_gene_names(path))

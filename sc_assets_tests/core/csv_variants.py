@@ -2,7 +2,8 @@
 
 Shared by the parser tests: :func:`write_count_csv` renders a numpy matrix with the chosen
 variant (line endings, BOM, quoting, float spelling, gzip members...), :func:`pandas_reference`
-reads a file the tutorial way, for comparison.
+reads a file the tutorial way, for comparison; :func:`matrices` and :data:`variants` are the
+hypothesis strategies that draw them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 
 @dataclass(frozen=True)
@@ -130,3 +133,54 @@ def assert_same_matrix(parsed, reference: Reference, flag_prefix: str = "") -> N
     assert not (X.data == 0).any()
     assert parsed.barcodes == reference.barcodes
     assert parsed.genes == reference.genes
+
+
+INT32_MAX = 2**31 - 1
+
+
+def random_counts(rng: np.random.Generator, shape: tuple[int, int], density: float) -> np.ndarray:
+    """Mostly zeros, small counts, and now and then a huge one (up to the int32 limit)."""
+    counts = rng.geometric(0.4, size=shape).astype(np.int64)
+    huge = rng.random(shape) < 0.02
+    counts[huge] = rng.integers(2**24 - 2, INT32_MAX, endpoint=True, size=int(huge.sum()))
+    counts[rng.random(shape) >= density] = 0
+    return counts
+
+
+@st.composite
+def matrices(draw) -> tuple[np.ndarray, list[str], list[str]]:
+    shape = draw(
+        st.one_of(
+            st.tuples(st.integers(1, 30), st.integers(1, 30)),
+            st.tuples(st.just(1), st.integers(1, 400)),  # very wide
+            st.tuples(st.integers(1, 400), st.just(1)),  # very narrow
+        )
+    )
+    density = draw(st.sampled_from([0.0, 0.05, 0.3, 1.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    counts = random_counts(rng, shape, density)
+    # Gene names as in real files (letters first, so pandas keeps them as strings), with
+    # repeats; barcodes unique.
+    pool = [f"{p}{i}" for p in ("MT-CO", "RPL", "AC0.", "LINC-") for i in range(6)]
+    genes = [pool[i] for i in rng.integers(0, len(pool), shape[0])]
+    barcodes = [f"{''.join(rng.choice(list('ACGT'), 8))}-{j}" for j in range(shape[1])]
+    return counts, genes, barcodes
+
+
+variants = st.builds(
+    Variant,
+    newline=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+    quote_header=st.booleans(),
+    quote_genes=st.booleans(),
+    quote_values=st.booleans(),
+    final_newline=st.booleans(),
+    float_values=st.booleans(),
+    trailing_blank_lines=st.integers(0, 2),
+    members=st.integers(1, 3),
+    corner=st.sampled_from(["", "gene"]),
+)
+
+hypothesis_settings = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
