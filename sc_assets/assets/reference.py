@@ -21,8 +21,9 @@ from sc_assets.resources import SampleInbox
     description=(
         "The reference gene list (one symbol per line, made unique) that the gene_set check "
         "compares every sample with. From the configured features file "
-        "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first readable sample in "
-        "partition-key order. Materialized once and then pinned, so every sample is compared "
+        "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first sample in "
+        "partition-key order whose header and gene names read cleanly (its counts are not "
+        "read). Materialized once and then pinned, so every sample is compared "
         "with the same list whatever order the runs finish in; re-materialize it to re-pin."
     ),
 )
