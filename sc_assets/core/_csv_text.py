@@ -8,6 +8,7 @@ counts, such as pinning the reference gene list.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 from sc_assets.core._decompress import decompressed_blocks
 from sc_assets.core.errors import CountMatrixError
 
-BOM = b"\xef\xbb\xbf"
-_NL, _CR, _COMMA, _QUOTE = 10, 13, 44, 34
+_BOM = b"\xef\xbb\xbf"
+_NL, _CR, _QUOTE = 10, 13, 34
 
 
 def quote_text(text: str) -> str:
@@ -29,7 +30,7 @@ _NUMBER_RE = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*|[+-]
 
 def parse_header(path: str | os.PathLike[str], raw: bytes) -> tuple[str, list[str]]:
     """The corner field and the barcodes of the header line ``raw`` (without its newline)."""
-    raw = raw.removeprefix(BOM).removesuffix(b"\r")
+    raw = raw.removeprefix(_BOM).removesuffix(b"\r")
     if not raw:
         raise CountMatrixError(
             path, "the first line is empty: expected the header row of cell barcodes", line=1
@@ -114,12 +115,7 @@ def _plain_gene_names(path: str | os.PathLike[str]) -> list[bytes] | None:
         else:
             return None  # no data row (or no data at all)
         parse_header(path, b"".join(head))
-        return _names_of_rows(_prepend(data[newline + 1 :], chunks))
-
-
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+        return _names_of_rows(itertools.chain([data[newline + 1 :]], chunks))
 
 
 def _names_of_rows(chunks: Iterator[bytes]) -> list[bytes] | None:
