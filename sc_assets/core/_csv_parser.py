@@ -530,7 +530,8 @@ def _small_pages() -> Iterator[None]:
     fresh processes each, interleaved; the kernel time went from 0.13-0.31 s to 0.06-0.10 s).
     The advice is a process-wide switch in numpy; it is restored on exit.
     """
-    switch = getattr(getattr(np, "_core", np).multiarray, "_set_madvise_hugepage", None)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # numpy 2 / 1.26
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
     if switch is None:
         yield
         return

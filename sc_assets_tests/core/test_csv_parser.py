@@ -195,3 +195,15 @@ def test_copy_is_equal_and_independent(tmp_path: Path, monkeypatch, threads: str
         assert b.base is None or b.base.nbytes == b.nbytes
     copy.data[:] = 0  # e.g. normalising X in place must leave the raw counts alone
     assert np.array_equal(X.toarray(), counts.T.astype(np.float32))
+
+
+@pytest.mark.parametrize("setting", [True, False])
+def test_small_pages_restores_numpys_huge_page_setting(setting: bool) -> None:
+    switch = np._core.multiarray._set_madvise_hugepage
+    previous = switch(setting)
+    try:
+        with _csv_parser._small_pages():
+            assert switch(False) is False  # off inside the block
+        assert switch(setting) is setting  # restored on exit
+    finally:
+        switch(previous)
