@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from sc_assets.core._csv_text import read_gene_names
+
 
 def unique_gene_names(symbols: Sequence[str]) -> list[str]:
     """Make gene symbols unique the way scanpy and anndata do (``var_names_make_unique``).
@@ -63,6 +65,4 @@ def read_sample_genes(path: str | os.PathLike[str]) -> list[str]:
     Only the header and the gene names are read, not the counts (see
     :func:`~sc_assets.core._csv_text.read_gene_names`).
     """
-    from sc_assets.core._csv_text import read_gene_names
-
     return unique_gene_names(read_gene_names(path))
