@@ -43,7 +43,7 @@ def read(path: Path) -> dict[str, Any]:
     an ingest worker does when it starts: the call's time is the work, as in the tutorial
     item, whose imports load pandas' compiled parser.
     """
-    return _loaded_call("sc_assets.core.reading", "read_count_matrix", path)
+    return _loaded_call("sc_assets.core.readers", "read_count_matrix", path)
 
 
 def parse(path: Path) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def read_twice(path: Path) -> dict[str, Any]:
     """
     import resource
 
-    from sc_assets.core.reading import read_count_matrix
+    from sc_assets.core.readers import read_count_matrix
 
     result: dict[str, Any] = {}
     for call in ("first", "second"):
@@ -107,14 +107,14 @@ def profile(path: Path, out: Path) -> dict[str, Any]:
     matplotlib.use("Agg")  # as qc_plot_png does, before pyplot (imported on first use there)
     import matplotlib.pyplot  # noqa: F401
 
-    from sc_assets.core._csv_parser import parse_count_matrix
-    from sc_assets.core.names import parse_sample_name
     from sc_assets.core.plots import qc_plot_png
-    from sc_assets.core.qc import MT_PREFIX, adata_summary
-    from sc_assets.core.reading import sample_adata, warm_up
+    from sc_assets.core.qc import adata_summary
+    from sc_assets.core.readers import ReadOptions, detect_layout, text
+    from sc_assets.core.readers._contract import counts_adata
+    from sc_assets.core.samples import geo_spec
     from sc_assets.core.validation import sample_outcomes
 
-    warm_up()  # as the ingest workers do when they start
+    text.warm_up()  # as the ingest workers do when they start
     times = {"import_s": time.perf_counter() - t0}
 
     def timed(name: str, step: Callable[[], Any]) -> Any:
@@ -123,10 +123,9 @@ def profile(path: Path, out: Path) -> dict[str, Any]:
         times[name] = time.perf_counter() - start
         return value
 
-    parsed = timed(
-        "parse_s", lambda: parse_count_matrix(path, flag_prefix=MT_PREFIX, with_copy=True)
-    )
-    adata = timed("qc_s", lambda: sample_adata(parsed, parse_sample_name(path)))
+    source = detect_layout(path)
+    parsed = timed("parse_s", lambda: text.read(source, ReadOptions()))
+    adata = timed("qc_s", lambda: counts_adata(parsed, geo_spec(path)))
     # The pinned reference is the first sample's gene list: the same list as here.
     timed("checks_s", lambda: sample_outcomes(adata, list(adata.var_names)))
     timed("plot_s", lambda: (qc_plot_png(adata), adata_summary(adata)))

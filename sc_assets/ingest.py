@@ -168,7 +168,7 @@ def _prepare_worker() -> None:
     import matplotlib.pyplot  # noqa: F401
 
     import sc_assets.definitions  # noqa: F401
-    from sc_assets.core.reading import warm_up
+    from sc_assets.core.readers.text import warm_up
 
     warm_up()
 

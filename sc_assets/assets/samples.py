@@ -49,7 +49,7 @@ def sample_adata(
     path = inbox.sample_file(context.partition_key)
     # Imported here: the parser needs numba (~0.3 s), which only the processes that run this
     # asset need (not the code server, the sensors or the merge runs).
-    from sc_assets.core.reading import read_count_matrix
+    from sc_assets.core.readers import read_count_matrix
 
     adata = read_count_matrix(path)
     outcomes = sample_outcomes(adata, reference_genes, check_thresholds.thresholds)

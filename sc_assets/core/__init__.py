@@ -29,7 +29,7 @@ def __getattr__(name: str) -> object:
     # read_count_matrix is imported on first use: its parser needs numba (~0.3 s to import),
     # which the processes that only merge, scan the inbox or parse names never need.
     if name == "read_count_matrix":
-        from sc_assets.core.reading import read_count_matrix
+        from sc_assets.core.readers import read_count_matrix
 
         return read_count_matrix
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

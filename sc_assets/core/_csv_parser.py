@@ -56,6 +56,7 @@ from numba.extending import intrinsic
 from sc_assets.core._csv_text import parse_header, quote_text
 from sc_assets.core._decompress import decompressed_blocks, uncompressed_size_hint
 from sc_assets.core.errors import CountMatrixError
+from sc_assets.core.qc import CountSums
 
 if sys.byteorder != "little":  # the zero-run skip reads the first byte from the low bits
     raise ImportError("sc_assets.core._csv_parser needs a little-endian machine")
@@ -86,30 +87,6 @@ class ParsedCountMatrix:
     X: scipy.sparse.csr_matrix
     sums: CountSums
     X_copy: scipy.sparse.csr_matrix | None = None
-
-
-@dataclass(frozen=True)
-class CountSums:
-    """Sums over the counts, taken while parsing: what QC metrics are made of.
-
-    "Flagged" genes are those whose name starts with the ``flag_prefix`` given to
-    :func:`parse_count_matrix` (e.g. ``MT-``); none when it is empty.
-
-    Attributes
-    ----------
-    cell_nnz, cell_total, cell_flagged_total
-        Per cell (int64): genes with a non-zero count, total count, total over flagged genes.
-    gene_nnz, gene_total, gene_flagged
-        Per gene: cells with a non-zero count and total count (int64), and whether it is
-        flagged (bool).
-    """
-
-    cell_nnz: np.ndarray
-    cell_total: np.ndarray
-    cell_flagged_total: np.ndarray
-    gene_nnz: np.ndarray
-    gene_total: np.ndarray
-    gene_flagged: np.ndarray
 
 
 # --- bytes ---------------------------------------------------------------------------------

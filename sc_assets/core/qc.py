@@ -2,58 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
-import pandas as pd
-
-from sc_assets.core.names import SampleName
-
-if TYPE_CHECKING:
-    from sc_assets.core._csv_parser import CountSums
+import scipy.sparse as sp
 
 MT_PREFIX = "MT-"
 COUNTS_LAYER = "counts"
-OBS_METADATA_COLUMNS = ("sample_id", "condition", "donor", "sample")
+#: The obs columns :func:`qc_metrics` writes (a samplesheet may not use these names).
+OBS_QC_COLUMNS = ("n_genes_by_counts", "total_counts", "total_counts_mt", "pct_counts_mt")
 
 
-def sample_frames(
-    barcodes: Sequence[str], genes: Sequence[str], sample: SampleName, sums: CountSums
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``obs`` and ``var`` of a sample's AnnData, from the parser's names and sums.
+@dataclass(frozen=True)
+class CountSums:
+    """Sums over the counts that QC metrics are made of.
 
-    Parameters
+    "Flagged" genes are the mitochondrial ones (``MT-``), or none.
+
+    Attributes
     ----------
-    barcodes
-        Cell barcodes (obs names).
-    genes
-        Unique gene names (var names), in file order.
-    sample
-        Metadata parsed from the file name.
-    sums
-        The parser's sums over the counts, flagged genes being the ``MT-`` ones
-        (``parse_count_matrix(path, flag_prefix=MT_PREFIX)``).
-
-    Returns
-    -------
-    obs with ``sample_id``, ``condition`` (categorical), ``donor`` (int), ``sample`` and the
-    QC columns of :func:`qc_metrics`; var with ``mt`` and the QC columns of :func:`qc_metrics`.
+    cell_nnz, cell_total, cell_flagged_total
+        Per cell (int64): genes with a non-zero count, total count, total over flagged genes.
+    gene_nnz, gene_total, gene_flagged
+        Per gene: cells with a non-zero count and total count (int64), and whether it is
+        flagged (bool).
     """
-    n = len(barcodes)
-    obs_qc, var_qc = qc_metrics(sums)
-    obs_columns = {
-        "sample_id": np.full(n, sample.sample_id, dtype=object),
-        "condition": pd.Categorical([sample.condition] * n),
-        "donor": np.full(n, sample.donor, dtype=np.int64),
-        "sample": np.full(n, sample.sample, dtype=object),
-        **obs_qc,
-    }
-    obs = pd.DataFrame(obs_columns, index=pd.Index(barcodes, dtype=object))
-    var_columns = {"mt": sums.gene_flagged, **var_qc}
-    var = pd.DataFrame(var_columns, index=pd.Index(genes, dtype=object))
-    return obs, var
+
+    cell_nnz: np.ndarray
+    cell_total: np.ndarray
+    cell_flagged_total: np.ndarray
+    gene_nnz: np.ndarray
+    gene_total: np.ndarray
+    gene_flagged: np.ndarray
+
+
+def csr_sums(X: sp.csr_matrix, flagged: np.ndarray) -> CountSums:
+    """The :class:`CountSums` of a canonical CSR count matrix (cells x genes).
+
+    ``flagged`` marks the genes summed on their own per cell (``var["mt"]``). Counts are whole
+    numbers, so the float64 accumulations are exact and converted to int64.
+    """
+    n_cells, n_genes = X.shape
+    indptr, indices, data = X.indptr, X.indices, X.data
+    cell_nnz = np.diff(indptr).astype(np.int64)
+    cell_total = _row_sums(indptr, data, cell_nnz)
+    if flagged.any():
+        cell_flagged = _row_sums(indptr, np.where(flagged[indices], data, 0), cell_nnz)
+    else:
+        cell_flagged = np.zeros(n_cells, dtype=np.int64)
+    gene_nnz = np.bincount(indices, minlength=n_genes).astype(np.int64)
+    gene_total = np.rint(np.bincount(indices, weights=data, minlength=n_genes)).astype(np.int64)
+    return CountSums(cell_nnz, cell_total, cell_flagged, gene_nnz, gene_total, flagged.copy())
+
+
+def _row_sums(indptr: np.ndarray, values: np.ndarray, row_nnz: np.ndarray) -> np.ndarray:
+    if values.size == 0:
+        return np.zeros(row_nnz.size, dtype=np.int64)
+    # reduceat gives values[start] for an empty row: those are set to 0 after.
+    starts = np.minimum(indptr[:-1], values.size - 1)
+    sums = np.add.reduceat(values, starts, dtype=np.float64)
+    sums[row_nnz == 0] = 0
+    return np.rint(sums).astype(np.int64)
+
 
 
 def qc_metrics(sums: CountSums) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -13,7 +13,7 @@ import scipy.sparse
 
 from sc_assets.core.count_matrix_writer import write_count_matrix
 from sc_assets.core.demo import demo_gene_symbols, simulate_counts
-from sc_assets.core.reading import read_count_matrix
+from sc_assets.core.readers import read_count_matrix
 
 OBS_QC = ["n_genes_by_counts", "total_counts", "total_counts_mt", "pct_counts_mt"]
 VAR_QC = ["mt", "n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"]

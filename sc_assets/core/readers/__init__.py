@@ -1,0 +1,164 @@
+"""Read a sample's raw counts from any layout labs hold, detected by content.
+
+One module per layout, each with the same three functions (``detect``, ``read``,
+``read_gene_names``); :func:`read_count_matrix` picks the module by looking at the input (magic
+bytes, HDF5 structure, folder contents, not the extension alone) and every module's result
+goes through :func:`~sc_assets.core.readers._contract.counts_adata`, so all layouts give the
+same AnnData.
+
+| layout | what | module |
+|---|---|---|
+| ``csv``, ``tsv`` | genes x cells (or cells x genes) text, gzipped or not (GEO's CSVs) | ``text`` |
+| ``10x_h5`` | Cell Ranger >= 3 HDF5 (``/matrix``), Cell Ranger 1-2 HDF5 (a group per genome) | ``tenx_h5`` |
+| ``10x_mtx`` | MTX folder v3 or v2, or a prefixed trio (``GSM..._matrix.mtx.gz``) | ``mtx`` |
+| ``starsolo`` | STARsolo's ``Solo.out/Gene/filtered`` | ``mtx`` |
+| ``h5ad`` | AnnData: counts from a layer, ``raw`` or ``X`` | ``h5ad`` |
+
+Adding a layout is a new module and a line in :data:`_READERS`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+
+from sc_assets.core.errors import CountMatrixError
+from sc_assets.core.readers._source import (
+    FORMATS,
+    ReadOptions,
+    Reader,
+    Source,
+    describe_input,
+    read_head,
+)
+from sc_assets.core.samples import SampleSpec, geo_spec
+
+__all__ = [
+    "FORMATS",
+    "ReadOptions",
+    "Source",
+    "detect_layout",
+    "read_count_matrix",
+    "read_gene_names",
+    "read_sample",
+]
+
+
+def _readers() -> tuple[Reader, ...]:
+    # Imported here: the text reader's parser needs numba, which only sample runs load.
+    from sc_assets.core.readers import h5ad, mtx, tenx_h5, text
+
+    # Order matters only where two could claim an input: HDF5 layouts are told apart by their
+    # groups, and an MTX file is text, so MTX is asked before the plain-text reader.
+    return (tenx_h5, h5ad, mtx, text)
+
+
+def detect_layout(path: str | os.PathLike[str], format: str = "auto") -> Source:
+    """The layout of ``path`` (a file or a folder) and the files it is read from.
+
+    Parameters
+    ----------
+    path
+        The input as a samplesheet or a user names it.
+    format
+        ``"auto"`` to detect, or a layout name from :data:`FORMATS` to insist on one.
+
+    Raises
+    ------
+    CountMatrixError
+        If ``path`` does not exist or is no supported layout (or not the one asked for): the
+        message says what was found and lists the supported layouts.
+    """
+    path = Path(path)
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}: expected auto or one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise CountMatrixError(path, "no such file or folder")
+    head = read_head(path)
+    source = next(
+        (found for reader in _readers() if (found := reader.detect(path, head)) is not None), None
+    )
+    if source is None:
+        found = describe_input(path, head)
+        problem = f"not a supported count matrix: found {found}; supported layouts: "
+        raise CountMatrixError(path, problem + ", ".join(FORMATS))
+    if format not in ("auto", source.layout):
+        problem = f"the format is given as {format}, but this is {source.detail} ({source.layout})"
+        raise CountMatrixError(path, problem)
+    return source
+
+def read_count_matrix(
+    path: str | os.PathLike[str],
+    *,
+    format: str = "auto",
+    orientation: str = "genes_x_cells",
+    counts_layer: str | None = None,
+    genome: str | None = None,
+) -> ad.AnnData:
+    """Read any supported input as the platform's cells x genes AnnData of raw counts.
+
+    Parameters
+    ----------
+    path
+        A file or folder in one of the layouts of :data:`FORMATS`.
+    format
+        ``"auto"`` (detect by content) or a layout name.
+    orientation
+        For text matrices: ``"genes_x_cells"`` (a row per gene) or ``"cells_x_genes"``.
+    counts_layer
+        For ``.h5ad``: the layer with the raw counts (default: ``layers["counts"]``, else
+        ``raw`` or ``X`` when they hold integers).
+    genome
+        For inputs with several genomes: the one to read.
+
+    Returns
+    -------
+    AnnData with ``X`` a CSR float32 matrix of the raw counts (int32 indices),
+    ``layers["counts"]`` an independent copy, ``obs_names`` the barcodes, ``var_names`` the
+    gene symbols made unique, ``var["mt"]``, scanpy's QC columns, ``var["gene_ids"]`` and
+    ``var["feature_types"]`` when the input has them, ``obsm["protein_expression"]`` for
+    Antibody Capture features. A GEO-named file (``GSM<digits>_<Condition><donor>_count_
+    matrix.csv.gz``) also gets its sample metadata from its name, as in round 1.
+
+    Raises
+    ------
+    CountMatrixError
+        If the input is no supported layout or is malformed: the message names the file and,
+        where there is one, the line or entry.
+    """
+    options = ReadOptions(orientation=orientation, counts_layer=counts_layer, genome=genome)
+    spec = None
+    try:
+        spec = geo_spec(path)
+    except ValueError:
+        pass
+    return _read(detect_layout(path, format), options, spec)
+
+
+def read_sample(spec: SampleSpec) -> ad.AnnData:
+    """Read the sample ``spec`` describes, with its metadata in ``obs`` (see read_count_matrix)."""
+    return _read(detect_layout(spec.path, spec.format), ReadOptions.of(spec), spec)
+
+
+def read_gene_names(spec: SampleSpec) -> list[str]:
+    """The gene symbols of ``spec``'s input in matrix order, made unique, without the counts.
+
+    What ``read_sample(spec).var_names`` will be, for pinning the reference gene list: only the
+    features (and for text matrices the gene column) are read.
+    """
+    from sc_assets.core.genes import unique_gene_names
+
+    source = detect_layout(spec.path, spec.format)
+    return unique_gene_names(_reader(source).read_gene_names(source, ReadOptions.of(spec)))
+
+
+def _read(source: Source, options: ReadOptions, spec: SampleSpec | None) -> ad.AnnData:
+    from sc_assets.core.readers._contract import counts_adata
+
+    return counts_adata(_reader(source).read(source, options), spec)
+
+
+def _reader(source: Source) -> Reader:
+    return next(reader for reader in _readers() if source.layout in reader.LAYOUTS)
