@@ -66,7 +66,6 @@ def _row_sums(indptr: np.ndarray, values: np.ndarray, row_nnz: np.ndarray) -> np
     return np.rint(sums).astype(np.int64)
 
 
-
 def qc_metrics(sums: CountSums) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The obs and var columns of ``sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"],
     percent_top=None, log1p=False)``, from the parser's sums, in scanpy's order and dtypes.

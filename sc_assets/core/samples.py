@@ -125,4 +125,3 @@ def geo_spec(path: str | os.PathLike[str]) -> SampleSpec:
         metadata=geo_metadata(name),
         categorical=frozenset({"condition"}),
     )
-

@@ -6,19 +6,22 @@ bytes, HDF5 structure, folder contents, not the extension alone) and every modul
 goes through :func:`~sc_assets.core.readers._contract.counts_adata`, so all layouts give the
 same AnnData.
 
-| layout | what | module |
-|---|---|---|
-| ``csv``, ``tsv`` | genes x cells (or cells x genes) text, gzipped or not (GEO's CSVs) | ``text`` |
-| ``10x_h5`` | Cell Ranger >= 3 HDF5 (``/matrix``), Cell Ranger 1-2 HDF5 (a group per genome) | ``tenx_h5`` |
-| ``10x_mtx`` | MTX folder v3 or v2, or a prefixed trio (``GSM..._matrix.mtx.gz``) | ``mtx`` |
-| ``starsolo`` | STARsolo's ``Solo.out/Gene/filtered`` | ``mtx`` |
-| ``h5ad`` | AnnData: counts from a layer, ``raw`` or ``X`` | ``h5ad`` |
+========== ================================================================== ===========
+layout     what                                                               module
+========== ================================================================== ===========
+csv, tsv   genes x cells (or cells x genes) text, gzipped or not (GEO's CSVs) ``text``
+10x_h5     Cell Ranger >= 3 HDF5 (``/matrix``), or 1-2 (a group per genome)   ``tenx_h5``
+10x_mtx    MTX folder v3 or v2, or a prefixed trio (``GSM..._matrix.mtx.gz``) ``mtx``
+starsolo   STARsolo's ``Solo.out/Gene/filtered``                              ``mtx``
+h5ad       AnnData: the counts from a layer, ``raw`` or ``X``                 ``h5ad``
+========== ================================================================== ===========
 
 Adding a layout is a new module and a line in :data:`_READERS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -27,8 +30,8 @@ import anndata as ad
 from sc_assets.core.errors import CountMatrixError
 from sc_assets.core.readers._source import (
     FORMATS,
-    ReadOptions,
     Reader,
+    ReadOptions,
     Source,
     describe_input,
     read_head,
@@ -89,6 +92,7 @@ def detect_layout(path: str | os.PathLike[str], format: str = "auto") -> Source:
         raise CountMatrixError(path, problem)
     return source
 
+
 def read_count_matrix(
     path: str | os.PathLike[str],
     *,
@@ -130,10 +134,8 @@ def read_count_matrix(
     """
     options = ReadOptions(orientation=orientation, counts_layer=counts_layer, genome=genome)
     spec = None
-    try:
+    with contextlib.suppress(ValueError):  # not a GEO name: no metadata from the name
         spec = geo_spec(path)
-    except ValueError:
-        pass
     return _read(detect_layout(path, format), options, spec)
 
 

@@ -113,7 +113,7 @@ def counts_adata(data: CountData, spec: SampleSpec | None = None) -> ad.AnnData:
             raise CountMatrixError(path, f"no Gene Expression features (found: {found})")
         protein = types == ANTIBODY_CAPTURE
         if protein.any():
-            names = unique_gene_names([n for n, p in zip(features.names, protein) if p])
+            names = unique_gene_names(list(np.asarray(features.names, dtype=object)[protein]))
             values = X[:, np.flatnonzero(protein)].toarray()
             obsm[PROTEIN_KEY] = pd.DataFrame(
                 values, index=pd.Index(data.barcodes, dtype=object), columns=names
@@ -193,7 +193,7 @@ def canonical_csr(X: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
 
 def _subset(features: Features, mask: np.ndarray) -> Features:
     def pick(values: list[str] | None) -> list[str] | None:
-        return None if values is None else [v for v, keep in zip(values, mask) if keep]
+        return None if values is None else [v for v, keep in zip(values, mask, strict=True) if keep]
 
     return Features(
         names=pick(features.names),
@@ -201,4 +201,3 @@ def _subset(features: Features, mask: np.ndarray) -> Features:
         types=pick(features.types),
         genomes=pick(features.genomes),
     )
-

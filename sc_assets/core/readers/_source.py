@@ -112,8 +112,10 @@ def describe_input(path: Path, head: bytes) -> str:
         raw = f.read(16)
     if head.startswith(HDF5_MAGIC):
         return _describe_hdf5(path)
-    if raw.startswith(b"X\n") or raw.startswith(b"RDX") or (
-        raw.startswith(GZIP_MAGIC) and head.startswith((b"X\n", b"RDX"))
+    if (
+        raw.startswith(b"X\n")
+        or raw.startswith(b"RDX")
+        or (raw.startswith(GZIP_MAGIC) and head.startswith((b"X\n", b"RDX")))
     ):
         return "an R data file (.rds/.RData): export the counts from R (e.g. as 10x MTX)"
     if raw.startswith(GZIP_MAGIC) and head.startswith(GZIP_MAGIC):
@@ -147,4 +149,3 @@ def _is_text(head: bytes) -> bool:
         if error.start < len(head) - 4:  # not just a character cut at the end of the head
             return False
     return b"\x00" not in head
-
