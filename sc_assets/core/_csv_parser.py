@@ -1,23 +1,28 @@
-"""Parse a gzipped genes x cells count CSV straight into a cells x genes CSR matrix.
+"""Parse a count matrix as text straight into a cells x genes CSR matrix.
 
 The file (GEO series such as GSE174609) has a header row (a corner field, then one barcode per
 cell) and one row per gene: the gene name, then one non-negative integer count per cell. About
-95% of the counts are ``0``.
+95% of the counts are ``0``. The same parser reads its kin: tab-separated (TSV) as well as
+comma-separated, plain text as well as gzip, and ``cells_x_genes`` files (a header of gene
+symbols, then a row per barcode).
 
 How it is fast and lean
 -----------------------
-* :class:`~sc_assets.core._decompress.decompressed_blocks` inflates the file in a background
-  thread, into recycled buffers, while :func:`_parse_rows` (numba, ``nogil``) parses the
-  previous block in this thread: decoding and parsing run on the two cores at once.
+* :class:`~sc_assets.core._decompress.decompressed_blocks` inflates the file (or just reads
+  it, if it is plain text) in a background thread, into recycled buffers, while
+  :func:`_parse_rows` (numba, ``nogil``) parses the previous block in this thread: decoding
+  and parsing run on the two cores at once.
 * Runs of ``0,`` are skipped eight bytes at a time by comparing an unaligned 64-bit load with
-  ``"0,0,0,0,"``; the first other pair is found with a count-trailing-zeros.
+  ``"0,0,0,0,"`` (``"0\\t0\\t0\\t0\\t"`` for TSV: the separator is a runtime argument of
+  the one compiled loop); the first other pair is found with a count-trailing-zeros.
 * Each file row is one gene, i.e. one column of the cells x genes matrix. The transpose to CSR
   is a two-pass bucket sort whose first pass is the parse itself: each non-zero is appended to
   the bucket of its cell (128 cells per bucket; a bucket is a chain of chunks from one pool,
   reserved from the gzip size field), and non-zeros are counted per cell on the way. At the
   end each bucket's rows are written in one pass, on both cores (:func:`_place_buckets`). Both
   passes keep their write cursors in L1, unlike a direct scatter to thousands of rows. No
-  dense matrix and no COO triplets ever exist.
+  dense matrix and no COO triplets ever exist. In a cells_x_genes file each row is already a
+  CSR row: the same loop appends it in order, and there is nothing to transpose.
 * The per-cell and per-gene sums that QC metrics are made of (:class:`CountSums`) are taken in
   the same loop, while each count is in a register.
 * Validation happens in the same loop: the fast path accepts only ``digits`` followed by a
@@ -27,12 +32,13 @@ How it is fast and lean
 
 Accepted
 --------
-CRLF or LF line endings, a UTF-8 byte-order mark, double-quoted fields (RFC 4180, ``""`` for a
-quote; but a quoted field may not contain a line break), no final newline, blank lines (skipped,
-as pandas does), multi-member gzip. A count is an optionally signed decimal with an optional
-fraction and exponent, and spaces or tabs around it, whose value is a whole number from 0 to
-2147483647 (``3``, ``003``, ``+3``, ``3.``, ``3.000``, ``3e0``, ``1.5e1``, ``-0``); counts above
-2**24 are rounded to float32 as ``astype(np.float32)`` would.
+Comma or tab separators (detected from the header line, or given), gzip (single or
+multi-member) or plain text, CRLF or LF line endings, a UTF-8 byte-order mark, double-quoted
+fields (RFC 4180, ``""`` for a quote; but a quoted field may not contain a line break), no
+final newline, blank lines (skipped, as pandas does). A count is an optionally signed decimal
+with an optional fraction and exponent, and spaces (or, in a CSV, tabs) around it, whose value
+is a whole number from 0 to 2147483647 (``3``, ``003``, ``+3``, ``3.``, ``3.000``, ``3e0``,
+``1.5e1``, ``-0``); counts above 2**24 are rounded to float32 as ``astype(np.float32)`` would.
 """
 
 from __future__ import annotations
@@ -53,7 +59,13 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from sc_assets.core._csv_text import parse_header, quote_text
+from sc_assets.core._csv_text import (
+    GENES_X_CELLS,
+    TextLayout,
+    header_layout,
+    parse_header,
+    quote_text,
+)
 from sc_assets.core._decompress import decompressed_blocks, uncompressed_size_hint
 from sc_assets.core.errors import CountMatrixError
 from sc_assets.core.qc import CountSums
@@ -90,16 +102,16 @@ class ParsedCountMatrix:
 
 
 # --- bytes ---------------------------------------------------------------------------------
-_NL, _CR, _COMMA, _QUOTE, _SPACE, _TAB = 10, 13, 44, 34, 32, 9
+_NL, _CR, _QUOTE, _SPACE, _TAB = 10, 13, 34, 32, 9
 _PLUS, _MINUS, _DOT, _ZERO, _LOWER_E = 43, 45, 46, 48, 101
-_ZERO_PAIRS = int.from_bytes(b"0,0,0,0,", "little")
+_ONE_PER_PAIR = 0x0001_0001_0001_0001  # times a 16-bit pair: the pair four times in 64 bits
 _INT32_MAX = 2**31 - 1
 
 # --- error codes set by the numba loop (0 = none) ------------------------------------------
 _E_EMPTY_GENE = 1
 _E_SHORT_ROW = 2
 _E_LONG_ROW = 3
-_E_TRAILING_COMMA = 4
+_E_TRAILING_SEPARATOR = 4
 _E_EMPTY_VALUE = 5
 _E_NOT_NUMBER = 6
 _E_NEGATIVE = 7
@@ -231,15 +243,15 @@ def _parse_number(buf, a, b):
 
 
 @numba.njit(**_JIT)
-def _is_separator(buf, p):
+def _is_separator(buf, p, sep):
     c = buf[p]
     if c == _CR:
         return buf[p + 1] == _NL
-    return c in (_COMMA, _NL)
+    return c in (sep, _NL)
 
 
 @numba.njit(**_JIT)
-def _slow_value(buf, tok):
+def _slow_value(buf, tok, sep):
     """Parse the value field at ``tok`` that the digits-only fast path did not accept.
 
     Returns ``(value, separator position, error code, text start, text end)``; the text range
@@ -251,15 +263,15 @@ def _slow_value(buf, tok):
             if buf[q] == _NL:
                 return 0, q, _E_UNCLOSED_QUOTE, tok, q
             q += 1
-        if not _is_separator(buf, q + 1):
+        if not _is_separator(buf, q + 1, sep):
             end = q + 1
-            while not _is_separator(buf, end):
+            while not _is_separator(buf, end, sep):
                 end += 1
             return 0, end, _E_AFTER_QUOTE, tok, end
         value, err = _parse_number(buf, tok + 1, q)
         return value, q + 1, err, tok + 1, q
     q = tok
-    while not _is_separator(buf, q):
+    while not _is_separator(buf, q, sep):
         q += 1
     value, err = _parse_number(buf, tok, q)
     return value, q, err, tok, q
@@ -284,7 +296,7 @@ def _last_newline(buf, start):
 
 
 @numba.njit(**_JIT)
-def _count_fields(buf, line_start):
+def _count_fields(buf, line_start, sep):
     """Fields on the line at ``line_start`` and whether the last one is empty (for messages)."""
     fields = 1
     quoted = False
@@ -292,16 +304,22 @@ def _count_fields(buf, line_start):
     while buf[p] != _NL:
         if buf[p] == _QUOTE:
             quoted = not quoted
-        elif buf[p] == _COMMA and not quoted:
+        elif buf[p] == sep and not quoted:
             fields += 1
         p += 1
     end = p - 1 if p > line_start and buf[p - 1] == _CR else p
-    return fields, end > line_start and buf[end - 1] == _COMMA
+    return fields, end > line_start and buf[end - 1] == sep
 
 
 @numba.njit(**_JIT)
-def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_lines, sums, pool):
+def _parse_rows(
+    buf, start, stop, sep, n_cells, state, prefix, names, name_ends, row_lines, sums, pool, by_col
+):
     """Parse the complete lines ``buf[start:stop]`` (``buf[stop - 1]`` is a newline).
+
+    ``sep`` is the separator's byte (comma or tab): a runtime value, so one compiled loop
+    serves both; on GEO's CSVs it executes 0.7% more instructions than with the comma as a
+    constant (callgrind), within the noise of a full read.
 
     Each non-zero goes straight to the bucket of its cell (pass 1 of the transpose, see
     :class:`_RowParser`; ``pool`` is the buckets' arrays) as the key ``row << shift | cell &
@@ -309,12 +327,17 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
     end and ``row_lines[row]`` the row's line number. ``sums`` (the :class:`CountSums` arrays)
     get the QC sums: per cell non-zeros, total and total over the genes whose name starts with
     ``prefix`` (none when it is empty); per gene non-zeros, total and whether it is such a gene.
+    ``by_col`` is None, or for cells_x_genes rows (whose flagged genes are header columns, not
+    rows) ``(column_flagged, row_flagged_total)``: the total of each row over the flagged
+    columns goes to ``row_flagged_total[row]``. numba compiles one loop for each (None is a
+    type of its own) and prunes the dead branches, so the genes x cells loop has no trace of it.
     The caller guarantees the capacity. Progress and errors go into ``state``; on an error it
     stops at once, with ``_S_LINE`` the error's line.
     """
     cell_nnz, cell_total, cell_flagged, gene_nnz, gene_total, gene_flagged = sums
     keys, values, chunk_next, bucket_pos, bucket_end, shift, chunk_bits = pool
     mask = (1 << shift) - 1
+    zero_pairs = (_ZERO | sep << 8) * _ONE_PER_PAIR  # "0,0,0,0," or its tab twin
     n = buf.size
     rows = state[_S_ROWS]
     nnz = state[_S_NNZ]
@@ -353,16 +376,16 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
                 q += 1
             if err:
                 break
-            if not _is_separator(buf, q):
+            if not _is_separator(buf, q, sep):
                 end = q
-                while not _is_separator(buf, end):
+                while not _is_separator(buf, end, sep):
                     end += 1
                 err, err_pos, err_end, err_col = _E_AFTER_QUOTE, p, end, 1
                 break
         else:
             q = p
             c = buf[q]
-            while c != _COMMA and c != _NL:
+            while c != sep and c != _NL:
                 names[n_names] = c
                 n_names += 1
                 q += 1
@@ -370,7 +393,7 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
         if n_names == names_start:
             err, err_pos, err_end, err_col = _E_EMPTY_GENE, p, q, 1
             break
-        if buf[q] != _COMMA:
+        if buf[q] != sep:
             err, found = _E_SHORT_ROW, 1
             break
         name_ends[rows] = n_names
@@ -381,6 +404,7 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
         key_base = rows << shift
         row_nnz = 0
         row_total = 0
+        row_flagged = 0
         # -- counts
         p = q + 1
         col = 0  # 0-based cell index of the field at p
@@ -388,7 +412,7 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
             # Skip "0," pairs 8 bytes at a time: no row ends in "0," and a match never spans
             # a newline, so loads past `stop` (still inside `buf`) are harmless.
             while p + 8 <= n:
-                diff = _load_int64(buf, p) ^ _ZERO_PAIRS
+                diff = _load_int64(buf, p) ^ zero_pairs
                 if diff != 0:
                     pairs = _trailing_zero_bits(diff) >> 4
                     p += 2 * pairs
@@ -397,8 +421,8 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
                 p += 8
                 col += 4
             if col >= n_cells:
-                found, trailing = _count_fields(buf, line_start)
-                err = _E_TRAILING_COMMA if trailing and found == n_cells + 2 else _E_LONG_ROW
+                found, trailing = _count_fields(buf, line_start, sep)
+                err = _E_TRAILING_SEPARATOR if trailing and found == n_cells + 2 else _E_LONG_ROW
                 err_col = n_cells + 2
                 break
             tok = p
@@ -412,9 +436,9 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
                     p += 1
                     d = np.int64(buf[p]) - _ZERO
                 c = buf[p]
-                ok = value <= _INT32_MAX and _is_separator(buf, p)
+                ok = value <= _INT32_MAX and _is_separator(buf, p, sep)
             if not ok:
-                value, p, err, err_pos, err_end = _slow_value(buf, tok)
+                value, p, err, err_pos, err_end = _slow_value(buf, tok, sep)
                 if err:
                     err_col = col + 2
                     break
@@ -434,9 +458,11 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
                 cell_total[col] += value
                 if flagged:
                     cell_flagged[col] += value
+                if by_col is not None and by_col[0][col]:
+                    row_flagged += value
                 row_nnz += 1
                 row_total += value
-            if c != _COMMA:
+            if c != sep:
                 break
             p += 1
             col += 1
@@ -449,6 +475,8 @@ def _parse_rows(buf, start, stop, n_cells, state, prefix, names, name_ends, row_
         gene_nnz[rows] = row_nnz
         gene_total[rows] = row_total
         gene_flagged[rows] = flagged
+        if by_col is not None:
+            by_col[1][rows] = row_flagged
         nnz += row_nnz
         rows += 1
         line += 1
@@ -539,13 +567,16 @@ _BUCKET_SHIFT = 7
 #: Below this many non-zeros the final pass runs in one thread (a thread start costs more).
 _PARALLEL_PLACE_MIN_NNZ = 1 << 20
 
+#: The shift of cells_x_genes keys: a row << 32 | column truncated to int32 is the column.
+_ROWS_IN_ORDER_SHIFT = 32
+
 _NA_STRINGS = frozenset(
     ["#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "1.#IND", "1.#QNAN", "<NA>", "N/A"]
     + ["NA", "NULL", "None", "n/a", "null"]
 )
 
 
-def _value_problem(code: int, text: str) -> str:
+def _value_problem(code: int, text: str, sep_name: str) -> str:
     shown = quote_text(text)
     rule = "counts must be non-negative integers"
     if code == _E_NOT_NUMBER:
@@ -571,18 +602,28 @@ def _value_problem(code: int, text: str) -> str:
             "(line breaks inside quoted fields are not supported)"
         )
     assert code == _E_AFTER_QUOTE, code
-    return f"unexpected text after the closing quote in {shown}: a field ends at a comma"
+    return f"unexpected text after the closing quote in {shown}: a field ends at a {sep_name}"
 
 
 class _RowParser:
     """Feeds chunks of complete lines to :func:`_parse_rows`; owns the arrays; builds the CSR.
 
-    The transpose to CSR is a two-pass bucket sort. Pass 1 happens while parsing: each
-    non-zero is appended to the bucket of its cell (128 cells per bucket), as a key (gene,
-    cell within the bucket) and a value. A bucket is a chain of fixed-size chunks taken from
-    one pool as it fills, so nothing needs to be known in advance, and the ~100 write cursors
-    stay in L1, unlike a direct scatter to thousands of cell rows. Pass 2 (:meth:`to_csr`)
-    writes each bucket's rows, the buckets split between two threads (:func:`_place_buckets`).
+    The parser's words are those of ``genes_x_cells`` files: a row is a gene, a header column a
+    cell. For ``cells_x_genes`` files the roles swap (a row is a cell), and so do the sums.
+
+    genes_x_cells: the transpose to CSR is a two-pass bucket sort. Pass 1 happens while
+    parsing: each non-zero is appended to the bucket of its cell (128 cells per bucket), as a
+    key (gene, cell within the bucket) and a value. A bucket is a chain of fixed-size chunks
+    taken from one pool as it fills, so nothing needs to be known in advance, and the ~100
+    write cursors stay in L1, unlike a direct scatter to thousands of cell rows. Pass 2
+    (:meth:`to_csr`) writes each bucket's rows, the buckets split between two threads
+    (:func:`_place_buckets`).
+
+    cells_x_genes: each row's non-zeros, in file order, are already a CSR row. The same loop
+    writes them to a single bucket whose key is the column alone (a shift of 32 puts the row
+    outside the int32 key), so the pool's arrays fill up, one row after the other, with the
+    CSR's indices and data: no transpose at all. ``column_flagged`` marks the header's genes
+    whose per-cell (row) total is taken on the way.
     """
 
     def __init__(
@@ -592,8 +633,14 @@ class _RowParser:
         first_line: int,
         nnz_hint: int,
         flag_prefix: bytes,
+        layout: TextLayout,
+        column_flagged: np.ndarray | None = None,
     ) -> None:
         self._path = path
+        self._layout = layout
+        self._column_flagged = column_flagged
+        self._row_flagged_total = np.zeros(1024, dtype=np.int64)
+        self._sep = ord(layout.sep)
         self._n_cells = n_cells
         self._first_line = first_line
         self._prefix = np.frombuffer(flag_prefix, dtype=np.uint8)
@@ -608,7 +655,10 @@ class _RowParser:
         self._cell_nnz = np.zeros(n_cells, dtype=np.int64)
         self._cell_total = np.zeros(n_cells, dtype=np.int64)
         self._cell_flagged = np.zeros(n_cells, dtype=np.int64)
-        self._shift = min(_BUCKET_SHIFT, (n_cells - 1).bit_length())
+        if layout.rows_are_genes:
+            self._shift = min(_BUCKET_SHIFT, (n_cells - 1).bit_length())
+        else:  # one bucket, keys = columns (see the class docstring)
+            self._shift = _ROWS_IN_ORDER_SHIFT
         self._bucket_starts = np.arange(0, n_cells, 1 << self._shift)
         n_buckets = self._bucket_starts.size
         # Bucket b starts in chunk b; a full chunk links to the next one in `_chunk_next`.
@@ -652,6 +702,10 @@ class _RowParser:
         self._gene_nnz = _grown(self._gene_nnz, rows, rows + max_rows)
         self._gene_total = _grown(self._gene_total, rows, rows + max_rows)
         self._gene_flagged = _grown(self._gene_flagged, rows, rows + max_rows)
+        by_column = None
+        if self._column_flagged is not None:
+            self._row_flagged_total = _grown(self._row_flagged_total, rows, rows + max_rows)
+            by_column = (self._column_flagged, self._row_flagged_total)
         self._names = _grown(self._names, n_names, n_names + size)
         # New chunks: one per full chunk of new entries, plus one partly filled per bucket.
         used_chunks = int(self._state[_S_CHUNKS])
@@ -673,6 +727,7 @@ class _RowParser:
             chunk,
             start,
             stop,
+            self._sep,
             self._n_cells,
             self._state,
             self._prefix,
@@ -681,10 +736,12 @@ class _RowParser:
             self._row_lines,
             sums,
             self._pool(),
+            by_column,
         )
         if self._state[_S_ERR]:
             raise self._error(chunk)
-        if self.n_genes > 1 << (31 - self._shift):  # the keys (gene, cell) are int32
+        if self._layout.rows_are_genes and self.n_genes > 1 << (31 - self._shift):
+            # the keys (gene, cell) are int32
             problem = f"more than {1 << (31 - self._shift)} gene rows are not supported"
             raise CountMatrixError(self._path, problem)
 
@@ -692,9 +749,11 @@ class _RowParser:
         code, pos, end, col, found = (int(v) for v in self._state[_S_ERR : _S_ERR_FOUND + 1])
         line = int(self._state[_S_LINE])
         text = chunk[pos:end].tobytes().decode("utf-8", "replace")
-        n = self._n_cells
-        expected = f"expected {n + 1} fields (a gene name and one count for each of the {n} cells"
-        expected += f" in the header) but found {found}"
+        n, layout = self._n_cells, self._layout
+        expected = (
+            f"expected {n + 1} fields (a {layout.row_item} and one count for each of the {n}"
+            f" {layout.column_kind}s in the header) but found {found}"
+        )
         if code == _E_SHORT_ROW:
             return CountMatrixError(self._path, f"too few fields: {expected}", line=line)
         if code == _E_LONG_ROW:
@@ -703,23 +762,23 @@ class _RowParser:
                 hint = " (if every row has one field more, the header lacks its corner field)"
             problem = f"too many fields: {expected}{hint}"
             return CountMatrixError(self._path, problem, line=line, column=col)
-        if code == _E_TRAILING_COMMA:
-            problem = f"the line ends with a comma (an empty last field): {expected}"
+        if code == _E_TRAILING_SEPARATOR:
+            problem = f"the line ends with a {layout.sep_name} (an empty last field): {expected}"
             return CountMatrixError(self._path, problem, line=line, column=col)
         if code == _E_EMPTY_GENE:
-            problem = "the gene name (first field) is empty: every row must start with one"
+            problem = f"the {layout.row_item} (first field) is empty: every row must start with one"
             return CountMatrixError(self._path, problem, line=line, column=1)
+        problem = _value_problem(code, text, layout.sep_name)
         if col == 1:  # quoting problems in the gene name
-            problem = _value_problem(code, text).replace("a field ends", "the gene name ends")
-            return CountMatrixError(self._path, problem, line=line, column=1)
-        return CountMatrixError(self._path, _value_problem(code, text), line=line, column=col)
+            problem = problem.replace("a field ends", f"the {layout.row_item} ends")
+        return CountMatrixError(self._path, problem, line=line, column=col)
 
     @property
     def n_genes(self) -> int:
         return int(self._state[_S_ROWS])
 
     def genes(self) -> list[str]:
-        """The gene names, decoded from UTF-8."""
+        """The gene names (the first field of each row), decoded from UTF-8."""
         rows = self.n_genes
         ends = self._name_ends[:rows].tolist()
         raw = self._names[: ends[-1] if ends else 0].tobytes()
@@ -729,15 +788,19 @@ class _RowParser:
         except UnicodeDecodeError as exc:
             row = int(np.searchsorted(self._name_ends[:rows], exc.start, side="right"))
             name = raw[starts[row] : ends[row]].decode("utf-8", "replace")
-            problem = f"the gene name {quote_text(name)} is not UTF-8 text"
+            problem = f"the {self._layout.row_item} {quote_text(name)} is not UTF-8 text"
             line = int(self._row_lines[row])
             raise CountMatrixError(self._path, problem, line=line, column=1) from None
         if len(text) == len(raw):  # ASCII: byte offsets are character offsets
             return [text[a:b] for a, b in zip(starts, ends, strict=True)]
         return [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
 
+    def line_of_row(self, row: int) -> int:
+        """The line number of the ``row``-th data row (0-based)."""
+        return int(self._row_lines[row])
+
     def sums(self) -> CountSums:
-        """Per-cell and per-gene QC sums (see :class:`CountSums`)."""
+        """Per-cell and per-gene QC sums (see :class:`CountSums`), of genes_x_cells rows."""
         rows = self.n_genes
         return CountSums(
             cell_nnz=self._cell_nnz,
@@ -748,6 +811,20 @@ class _RowParser:
             gene_flagged=self._gene_flagged[:rows].copy(),
         )
 
+    def transposed_sums(self) -> CountSums:
+        """The QC sums of cells_x_genes rows: the loop's per-row sums are the cells', its
+        per-column sums the genes', and the flagged genes those of ``column_flagged``."""
+        rows = self.n_genes
+        flagged = self._column_flagged
+        return CountSums(
+            cell_nnz=self._gene_nnz[:rows].copy(),
+            cell_total=self._gene_total[:rows].copy(),
+            cell_flagged_total=self._row_flagged_total[:rows].copy(),
+            gene_nnz=self._cell_nnz,
+            gene_total=self._cell_total,
+            gene_flagged=np.zeros(self._n_cells, bool) if flagged is None else flagged.copy(),
+        )
+
     def to_csr(self, with_copy: bool = False) -> list[scipy.sparse.csr_matrix]:
         """The cells x genes CSR matrix, and a copy of it if asked; the bucket pool is released.
 
@@ -755,6 +832,8 @@ class _RowParser:
         the matrix is placed and are already mapped: a fresh 140 MB copy would cost as much
         again in page faults as in copying.
         """
+        if not self._layout.rows_are_genes:
+            return self._rows_in_order(with_copy)
         n_genes, nnz = self.n_genes, int(self._state[_S_NNZ])
         index_dtype = np.int32 if nnz < 2**31 else np.int64
         indptr = np.zeros(self._n_cells + 1, dtype=index_dtype)
@@ -798,6 +877,34 @@ class _RowParser:
             result.append(X)
         return result
 
+    def _rows_in_order(self, with_copy: bool) -> list[scipy.sparse.csr_matrix]:
+        """cells_x_genes: the CSR whose rows are the file's rows, from the pool as it is."""
+        n_rows, nnz = self.n_genes, int(self._state[_S_NNZ])
+        index_dtype = np.int32 if nnz < 2**31 else np.int64
+        indptr = np.zeros(n_rows + 1, dtype=index_dtype)
+        np.cumsum(self._gene_nnz[:n_rows], out=indptr[1:])
+        indices, data = self._keys, self._values
+        self._keys = self._values = self._chunk_next = None
+        for array in (indices, data):
+            array.resize(nnz, refcheck=False)  # in place, as in to_csr; no other reference
+        if index_dtype is not np.int32:
+            indices = indices.astype(index_dtype)
+        matrices = [(data, indices, indptr)]
+        if with_copy:
+            with _small_pages():
+                copies = [np.empty_like(data), np.empty_like(indices)]
+            _in_two_threads(
+                lambda: np.copyto(copies[0], data), lambda: np.copyto(copies[1], indices)
+            )
+            matrices.append((copies[0], copies[1], indptr.copy()))
+        result = []
+        for arrays in matrices:
+            X = scipy.sparse.csr_matrix(arrays, shape=(n_rows, self._n_cells))
+            X.has_sorted_indices = True
+            X.has_canonical_format = True
+            result.append(X)
+        return result
+
 
 def _in_two_threads(first: Callable[[], object], second: Callable[[], object]) -> None:
     """Run ``second`` in a new thread and ``first`` in this one (both release the GIL)."""
@@ -814,22 +921,35 @@ _NEWLINE = np.array([_NL], dtype=np.uint8)
 
 
 def parse_count_matrix(
-    path: str | os.PathLike[str], flag_prefix: str = "", *, with_copy: bool = False
+    path: str | os.PathLike[str],
+    flag_prefix: str = "",
+    *,
+    sep: str | None = None,
+    orientation: str = GENES_X_CELLS,
+    with_copy: bool = False,
 ) -> ParsedCountMatrix:
-    """Read a gzipped genes x cells count CSV as a cells x genes CSR matrix.
+    """Read a count matrix as text (CSV or TSV, gzipped or not) as a cells x genes CSR matrix.
 
-    The result equals ``csr_matrix(pd.read_csv(path, index_col=0).T.values.astype(np.float32))``
-    (canonical), with ``barcodes``/``genes`` equal to the frame's columns/index as strings; but
-    it streams, never holds a dense matrix, and decodes and parses on two cores.
+    The result equals ``csr_matrix(pd.read_csv(path, sep=sep, index_col=0).T.values.astype(
+    np.float32))`` (canonical; without the ``.T`` for ``cells_x_genes``), with ``barcodes``/
+    ``genes`` equal to the frame's columns/index as strings; but it streams, never holds a
+    dense matrix, and reads and parses on two cores.
 
     Parameters
     ----------
     path
-        Gzipped CSV (single or multi-member): a header row (corner field, then cell barcodes),
-        then one row per gene (gene name, then one non-negative integer count per cell).
+        Text, plain or gzipped (single or multi-member). ``genes_x_cells``: a header row
+        (corner field, then cell barcodes), then one row per gene (gene name, then one
+        non-negative integer count per cell). ``cells_x_genes``: a header row of gene symbols
+        (repeats allowed), then one row per cell (barcode, then one count per gene).
     flag_prefix
         Genes whose name starts with this (e.g. ``"MT-"``) are also summed on their own, per
         cell, in :attr:`CountSums.cell_flagged_total`.
+    sep
+        ``","`` or ``"\t"``; None to detect it from the header line (the more frequent of the
+        two outside quotes).
+    orientation
+        ``"genes_x_cells"`` (GEO's layout) or ``"cells_x_genes"``.
     with_copy
         Also return an independent copy of ``X`` (its own arrays), e.g. for a raw-counts
         layer; cheaper than a later ``X.copy()`` (see :meth:`_RowParser.to_csr`).
@@ -842,9 +962,11 @@ def parse_count_matrix(
     Raises
     ------
     CountMatrixError
-        If the file is not a well-formed gzipped matrix of non-negative integer counts. The
-        message names the file, the 1-based line and field (column) and the problem.
+        If the file is not a well-formed matrix of non-negative integer counts (or a barcode
+        repeats). The message names the file, the 1-based line and field (column) and the
+        problem.
     """
+    TextLayout(orientation=orientation)  # a ValueError for an unknown orientation, up front
     with decompressed_blocks(path) as blocks:
         # The header: everything up to the first newline (quoted fields may not span lines).
         head: list[bytes] = []
@@ -862,12 +984,20 @@ def parse_count_matrix(
                 raise CountMatrixError(
                     path, "the file contains no data (it decompresses to nothing)"
                 )
-        _, barcodes = parse_header(path, b"".join(head))
+        header = b"".join(head)
+        layout = header_layout(header, sep, orientation)
+        _, columns = parse_header(path, header, layout)
         # Each non-zero takes >= 2 bytes of text: with an exact size hint, a capacity bound.
         nnz_hint = uncompressed_size_hint(path) // 2 + 1
-        rows = _RowParser(
-            path, len(barcodes), first_line=2, nnz_hint=nnz_hint, flag_prefix=flag_prefix.encode()
-        )
+        if layout.rows_are_genes:
+            rows = _RowParser(path, len(columns), 2, nnz_hint, flag_prefix.encode(), layout)
+        else:  # the prefix is about the header's genes, not the rows' barcodes
+            flagged = np.fromiter(
+                (bool(flag_prefix) and g.startswith(flag_prefix) for g in columns),
+                bool,
+                len(columns),
+            )
+            rows = _RowParser(path, len(columns), 2, nnz_hint, b"", layout, flagged)
         # Data rows: parse whole lines in place; a line cut by block edges is copied together
         # (a copy of one line, not of the block; blocks are recycled once we ask for the next).
         partial: list[np.ndarray] = []
@@ -897,27 +1027,58 @@ def parse_count_matrix(
             line = np.concatenate([*partial, _NEWLINE])
             rows.feed(line, 0, line.size)
     if rows.n_genes == 0:
-        raise CountMatrixError(path, "the file has a header row but no gene rows")
-    matrices = rows.to_csr(with_copy)
+        problem = f"the file has a header row but no {layout.row_kind} rows"
+        raise CountMatrixError(path, problem)
+    if layout.rows_are_genes:
+        matrices = rows.to_csr(with_copy)
+        barcodes, genes, sums = columns, rows.genes(), rows.sums()
+    else:
+        barcodes, genes = rows.genes(), columns
+        _check_unique_row_barcodes(path, barcodes, rows)
+        matrices = rows.to_csr(with_copy)
+        sums = rows.transposed_sums()
     return ParsedCountMatrix(
         barcodes=barcodes,
-        genes=rows.genes(),
+        genes=genes,
         X=matrices[0],
-        sums=rows.sums(),
+        sums=sums,
         X_copy=matrices[1] if with_copy else None,
     )
 
 
-def warm_up() -> None:
+def _check_unique_row_barcodes(
+    path: str | os.PathLike[str], barcodes: list[str], rows: _RowParser
+) -> None:
+    """cells_x_genes: a CountMatrixError naming the line where a barcode repeats."""
+    if len(set(barcodes)) == len(barcodes):
+        return
+    seen: dict[str, int] = {}
+    for row, barcode in enumerate(barcodes):
+        first = seen.setdefault(barcode, row)
+        if first != row:
+            line = rows.line_of_row(row)
+            problem = (
+                f"barcode {quote_text(barcode)} appears twice, on lines"
+                f" {rows.line_of_row(first)} and {line}: barcodes must be unique"
+            )
+            raise CountMatrixError(path, problem, line=line, column=1)
+
+
+def warm_up(orientations: tuple[str, ...] = (GENES_X_CELLS,)) -> None:
     """Load the parser's machine code now, not in the first call.
 
     numba compiles the parser on first use and caches the machine code on disk
     (``__pycache__``); loading it back still takes a few tenths of a second, the time a
     whole file takes to parse. Processes that parse many files (the ingest workers) call this
     when they start, as they import their other modules; it parses a tiny file.
+
+    Each orientation's loop is compiled and loaded on its own (cells_x_genes rows take one
+    more sum): by default only GEO's genes_x_cells one is loaded, the hot path; the separator
+    is a runtime value, so one loop serves commas and tabs.
     """
     with tempfile.TemporaryDirectory(prefix="sc-assets-warm-up-") as folder:
         path = os.path.join(folder, "warm_up.csv.gz")
         with open(path, "wb") as f:
             f.write(gzip.compress(b"gene,AAAC-1,AAAC-2\nMT-G1,0,1\nG2,2,0\n"))
-        parse_count_matrix(path, flag_prefix="MT-")
+        for orientation in orientations:
+            parse_count_matrix(path, flag_prefix="MT-", orientation=orientation)

@@ -1,13 +1,14 @@
-"""Open a gzip file as a stream of decompressed blocks, with the fastest decoder installed.
+"""Read a text file, gzipped or not, as a stream of blocks, with the fastest decoder installed.
 
-Decoders, fastest first: python-isal (``isal.igzip``), zlib-ng (``zlib_ng.gzip_ng``), then the
-standard library's :mod:`gzip`. All three read concatenated members (``cat a.gz b.gz``) as one
-stream, skip zero padding, and release the GIL while inflating, which is what lets
-:class:`decompressed_blocks` decode in a background thread while the caller parses the previous
-block on the other core.
+A plain file is read as it is; a gzip file is inflated. Decoders, fastest first: python-isal
+(``isal.igzip``), zlib-ng (``zlib_ng.gzip_ng``), then the standard library's :mod:`gzip`. All
+three read concatenated members (``cat a.gz b.gz``) as one stream, skip zero padding, and
+release the GIL while inflating, which is what lets :class:`decompressed_blocks` decode (or
+read) in a background thread while the caller parses the previous block on the other core.
 
 A broken stream raises :class:`~sc_assets.core.errors.CountMatrixError` naming the file: empty,
-not gzip at all, truncated, corrupt, or followed by data that is not another gzip member.
+neither gzip nor text (binary data), truncated, corrupt, or followed by data that is not
+another gzip member.
 """
 
 from __future__ import annotations
@@ -74,22 +75,38 @@ def _fastest_decoder() -> Decoder:
 #: The decoder in use; tests monkeypatch it (e.g. to :data:`STDLIB_DECODER`).
 DECODER: Decoder = _fastest_decoder()
 
-_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+#: Bytes read to tell gzip, text and binary data apart.
+_SNIFF_BYTES = 64
+_CONTROLS = bytes(b for b in range(32) if b not in (9, 10, 13)) + b"\x7f"
 
 
-def _check_start(path: str | os.PathLike[str]) -> None:
-    """Raise a clear CountMatrixError for an empty or non-gzip file, before decoding."""
+def looks_like_text(head: bytes) -> bool:
+    """Whether ``head`` (the start of a file) is text, not binary data: no control characters
+    but tab and line breaks.
+
+    Binary formats have control bytes within their first few bytes; text in another encoding
+    than UTF-8 does not, and is left to the parser, whose error names the line of a bad byte.
+    """
+    return len(head.translate(None, _CONTROLS)) == len(head)
+
+
+def _check_start(path: str | os.PathLike[str]) -> bool:
+    """Whether the file is gzip (else it is text); a clear CountMatrixError for an empty file
+    or binary data, before reading."""
     with open(path, "rb") as f:
-        head = f.read(64)
+        head = f.read(_SNIFF_BYTES)
     if not head:
-        raise CountMatrixError(path, "the file is empty (0 bytes); expected a gzipped CSV")
-    if head[:2] != _GZIP_MAGIC:
-        text = head.removeprefix(b"\xef\xbb\xbf")
-        if all(b in _TEXT_BYTES for b in text):
-            problem = "it looks like plain text (an uncompressed CSV?); compress it with gzip"
-        else:
-            problem = f"it starts with bytes {text[:4].hex(' ')}, not the gzip signature 1f 8b"
-        raise CountMatrixError(path, f"not a gzip file: {problem}")
+        problem = "the file is empty (0 bytes); expected a count matrix (CSV or TSV text)"
+        raise CountMatrixError(path, problem)
+    if head[:2] == _GZIP_MAGIC:
+        return True
+    if not looks_like_text(head):
+        problem = (
+            f"not a count matrix: it starts with bytes {head[:4].hex(' ')}, which is neither"
+            " text (CSV or TSV) nor gzip (signature 1f 8b)"
+        )
+        raise CountMatrixError(path, problem)
+    return False
 
 
 def _stream_problem(exc: Exception) -> str:
@@ -107,20 +124,25 @@ def _stream_problem(exc: Exception) -> str:
 
 
 def uncompressed_size_hint(path: str | os.PathLike[str]) -> int:
-    """The size the gzip trailer records (ISIZE), or 0 if the file is too short to have one.
+    """The size of the text: the file's for plain text; for gzip, the size its trailer records
+    (ISIZE), or 0 if the file is too short to have one.
 
     ISIZE is the last member's uncompressed size modulo 2**32: exact for the usual
     single-member file under 4 GiB, only a hint otherwise.
     """
     with open(path, "rb") as f:
-        if f.seek(0, os.SEEK_END) < 18:  # smaller than an empty gzip member
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        if f.read(2) != _GZIP_MAGIC:
+            return size
+        if size < 18:  # smaller than an empty gzip member
             return 0
         f.seek(-4, os.SEEK_END)
         return int.from_bytes(f.read(4), "little")
 
 
 class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompressed_blocks(p)``
-    """Context manager: an iterator over the decompressed content, decoded in another thread.
+    """Context manager: an iterator over the content (decompressed), read in another thread.
 
     Each block is a ``uint8`` array of at most ``block_size`` bytes, valid only until the next
     block is requested: the buffers are recycled (no allocation per block), so a consumer that
@@ -131,7 +153,7 @@ class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompre
     Parameters
     ----------
     path
-        The gzip file.
+        The file: gzip (single or multi-member), or plain text.
     block_size
         Maximum bytes per block; :data:`BLOCK_SIZE` when ``None`` (read at call time so tests
         can change it).
@@ -139,8 +161,8 @@ class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompre
     Raises
     ------
     CountMatrixError
-        If the file is empty, not gzip, truncated, corrupt, or has non-gzip data after the last
-        member.
+        If the file is empty or binary data, or a gzip file that is truncated, corrupt, or has
+        non-gzip data after the last member.
     """
 
     _END = object()
@@ -153,10 +175,11 @@ class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompre
             self._free.put(np.empty(size, dtype=np.uint8))
         self._filled: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="gzip-decoder", daemon=True)
+        self._thread = threading.Thread(target=self._produce, name="text-reader", daemon=True)
+        self._gzip = True
 
     def __enter__(self) -> Iterator[np.ndarray]:
-        _check_start(self._path)
+        self._gzip = _check_start(self._path)
         self._thread.start()
         return self._consume()
 
@@ -167,7 +190,8 @@ class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompre
 
     def _produce(self) -> None:
         try:
-            with open(self._path, "rb") as raw, DECODER.open(raw) as stream:
+            opener = _open_gzip if self._gzip else _open_plain
+            with opener(self._path) as stream:
                 while (buffer := self._free.get()) is not None and not self._stop.is_set():
                     try:
                         n = stream.readinto(memoryview(buffer))
@@ -191,3 +215,14 @@ class decompressed_blocks:  # noqa: N801 - used like a function: ``with decompre
                 yield buffer[:n]
             finally:
                 self._free.put(buffer)
+
+
+@contextlib.contextmanager
+def _open_gzip(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    with open(path, "rb") as raw, DECODER.open(raw) as stream:
+        yield stream
+
+
+def _open_plain(path: str | os.PathLike[str]) -> BinaryIO:
+    # Unbuffered: each readinto is one read() straight into the caller's buffer.
+    return open(path, "rb", buffering=0)

@@ -1,6 +1,6 @@
 """Write a count matrix as a GEO per-sample file: a gzipped CSV with genes as rows.
 
-The layout is exactly that of GSE174609's ``GSM5320459_Ctrl1_count_matrix.csv.gz``::
+The default layout is exactly that of GSE174609's ``GSM5320459_Ctrl1_count_matrix.csv.gz``::
 
     ,AAACCCACAAGCGATG-1,AAACCCACATCGGTTA-1,...
     MIR1302-2HG,0,0,...
@@ -10,6 +10,10 @@ The layout is exactly that of GSE174609's ``GSM5320459_Ctrl1_count_matrix.csv.gz
 integer per cell; ``\\n`` line endings; no quoting). The project's tests and demo data are
 made with this writer, so it is exact: ``pd.read_csv(path, index_col=0)`` gives back the
 counts transposed, the genes (duplicates kept) and the barcodes.
+
+The other text layouts the readers accept are options: tab-separated (``sep="\\t"``),
+uncompressed (``compress=False``) and a row per cell (``orientation="cells_x_genes"``: a
+header of gene symbols, then each barcode and its counts).
 
 A full-size sample is ~633 MB of text, so the text is formatted by a numba kernel into a
 reusable byte buffer, a block of genes at a time, straight from the sparse matrix: nothing
@@ -47,8 +51,11 @@ and the compressor, small enough to keep the memory used for text bounded."""
 _MAX_DIGITS = 20
 """Characters of the widest int64 value, ``-9223372036854775808``."""
 
-_FORBIDDEN = re.compile(r'[,"\r\n]')
-"""Characters that would change the table's shape when written unquoted."""
+_FORBIDDEN = {",": re.compile(r'[,"\r\n]'), "\t": re.compile(r'[\t"\r\n]')}
+"""Per separator, characters that would change the table's shape when written unquoted."""
+
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
+_ORIENTATIONS = ("genes_x_cells", "cells_x_genes")
 
 _GZIP_WBITS = 31
 """``wbits`` selecting a gzip container (16 + 15): header with mtime 0 and no file name, so
@@ -64,8 +71,13 @@ def write_count_matrix(
     barcodes: Sequence[str] | None = None,
     *,
     compresslevel: int = DEFAULT_COMPRESSLEVEL,
+    sep: str = ",",
+    compress: bool = True,
+    orientation: str = "genes_x_cells",
 ) -> Path:
     """Write cells x genes counts as a GEO-style genes x cells gzipped CSV, atomically.
+
+    Or as any other text layout the readers accept (``sep``, ``compress``, ``orientation``).
 
     Parameters
     ----------
@@ -90,6 +102,13 @@ def write_count_matrix(
         python-isal installed, which compresses ~10x faster than zlib, level 0 stays
         uncompressed (zlib) and levels 1-9 map onto ISA-L's levels 0-3 (1 -> 0, 2-4 -> 1,
         5-7 -> 2, 8-9 -> 3).
+    sep
+        ``","`` (CSV) or ``"\\t"`` (TSV).
+    compress
+        gzip the text (True), or write it as it is (False; ``compresslevel`` is then unused).
+    orientation
+        ``"genes_x_cells"`` (a row per gene, GEO's layout) or ``"cells_x_genes"`` (a header of
+        gene symbols, then a row per cell: its barcode and its counts).
 
     Returns
     -------
@@ -99,8 +118,8 @@ def write_count_matrix(
     ------
     ValueError
         If the shapes of ``counts``, ``genes`` and ``barcodes`` disagree, a value is not an
-        integer (NaN, inf, 0.5...), a name contains a comma, a double quote or a line break,
-        or ``compresslevel`` is out of range.
+        integer (NaN, inf, 0.5...), a name contains the separator, a double quote or a line
+        break, or ``compresslevel``, ``sep`` or ``orientation`` is not one of its values.
     TypeError
         If ``counts`` is not numeric, a name is not a string, or ``genes``/``barcodes`` are
         missing for a matrix that is not an AnnData.
@@ -113,32 +132,43 @@ def write_count_matrix(
     """
     if not 0 <= compresslevel <= 9:
         raise ValueError(f"compresslevel must be between 0 and 9, got {compresslevel}")
+    if sep not in _FORBIDDEN:
+        raise ValueError(f"sep must be ',' or '\\t', got {sep!r}")
+    if orientation not in _ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {', '.join(_ORIENTATIONS)}: {orientation!r}")
     matrix, genes, barcodes = _resolve_inputs(counts, genes, barcodes)
-    csc = _integer_csc(matrix)
-    n_cells, n_genes = csc.shape
-    gene_list = _checked_names(genes, "genes", n_genes)
-    barcode_list = _checked_names(barcodes, "barcodes", n_cells)
+    rows_are_genes = orientation == "genes_x_cells"
+    # The kernel writes one file row per column of a CSC matrix: genes x cells files take the
+    # counts' columns (genes), cells x genes files those of the transpose (cells).
+    csc = _integer_csc(matrix if rows_are_genes else matrix.T)
+    n_columns, n_rows = csc.shape
+    n_cells, n_genes = (n_columns, n_rows) if rows_are_genes else (n_rows, n_columns)
+    gene_list = _checked_names(genes, "genes", n_genes, sep)
+    barcode_list = _checked_names(barcodes, "barcodes", n_cells, sep)
+    row_names, column_names = (
+        (gene_list, barcode_list) if rows_are_genes else (barcode_list, gene_list)
+    )
 
-    encoded = [name.encode() for name in gene_list]
+    encoded = [name.encode() for name in row_names]
     name_ends = np.cumsum([len(name) for name in encoded], dtype=np.int64)
     name_offsets = np.concatenate([np.zeros(1, np.int64), name_ends])
     name_bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    header = "".join("," + barcode for barcode in barcode_list).encode() + b"\n"
+    header = "".join(sep + name for name in column_names).encode() + b"\n"
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        compressor = _gzip_compressor(compresslevel)
+        compressor = _gzip_compressor(compresslevel) if compress else _Uncompressed()
         out.write(compressor.compress(header))
-        # Rows of ~2 bytes per cell: choose how many genes make a block of ~_BLOCK_BYTES.
-        genes_per_block = max(1, _BLOCK_BYTES // (2 * n_cells + 1))
+        # Rows of ~2 bytes per column: choose how many rows make a block of ~_BLOCK_BYTES.
+        rows_per_block = max(1, _BLOCK_BYTES // (2 * n_columns + 1))
         buffer = np.empty(0, dtype=np.uint8)
-        for start in range(0, n_genes, genes_per_block):
-            stop = min(start + genes_per_block, n_genes)
-            # Upper bound of the block's size: each cell takes "," plus at least one digit, a
-            # stored value at most _MAX_DIGITS - 1 more.
+        for start in range(0, n_rows, rows_per_block):
+            stop = min(start + rows_per_block, n_rows)
+            # Upper bound of the block's size: each column takes the separator plus at least
+            # one digit, a stored value at most _MAX_DIGITS - 1 more.
             bound = (
                 int(name_offsets[stop] - name_offsets[start])
-                + (stop - start) * (2 * n_cells + 1)
+                + (stop - start) * (2 * n_columns + 1)
                 + (_MAX_DIGITS - 1) * int(csc.indptr[stop] - csc.indptr[start])
             )
             if buffer.size < bound:
@@ -151,7 +181,8 @@ def write_count_matrix(
                 name_offsets,
                 start,
                 stop,
-                n_cells,
+                n_columns,
+                ord(sep),
                 buffer,
             )
             out.write(compressor.compress(buffer[:size]))
@@ -211,19 +242,30 @@ def _integer_csc(matrix: sp.spmatrix | sp.sparray | np.ndarray) -> sp.csc_array:
     )
 
 
-def _checked_names(names: Sequence[str], what: str, expected: int) -> list[str]:
+def _checked_names(names: Sequence[str], what: str, expected: int, sep: str) -> list[str]:
     names = list(names)
     if len(names) != expected:
         raise ValueError(f"{len(names)} {what} given for a matrix with {expected} of them")
+    forbidden = _FORBIDDEN[sep]
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"{what} must be strings, got {name!r}")
-        if _FORBIDDEN.search(name):
+        if forbidden.search(name):
             raise ValueError(
-                f"{what}: {name!r} contains a comma, a double quote or a line break, which "
-                "cannot be written unquoted in the GEO layout"
+                f"{what}: {name!r} contains a {_SEPARATOR_NAMES[sep]}, a double quote or a line "
+                "break, which cannot be written unquoted"
             )
     return names
+
+
+class _Uncompressed:
+    """The compressor interface (``compress``/``flush``) for text written as it is."""
+
+    def compress(self, data: bytes | np.ndarray) -> bytes | np.ndarray:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
 
 
 def _gzip_compressor(compresslevel: int):
@@ -235,13 +277,15 @@ def _gzip_compressor(compresslevel: int):
 
 
 @numba.njit(cache=True, nogil=True)
-def _format_rows(indptr, indices, data, name_bytes, name_offsets, start, stop, n_cells, out):
-    """Write the CSV rows of genes ``start:stop`` into ``out``; return the bytes written.
+def _format_rows(indptr, indices, data, name_bytes, name_offsets, start, stop, n_values, sep, out):
+    """Write the text rows of columns ``start:stop`` of a CSC matrix into ``out``; return the
+    bytes written.
 
-    Each row is the gene's name then ``,value`` for every cell (``0`` where the column stores
-    nothing) and ``\\n``. ``out`` must hold the block (see the bound in the caller).
+    Each row is the column's name (a gene of a genes x cells file), then ``sep`` and the value
+    for each of its ``n_values`` rows (``0`` where the column stores nothing), then ``\\n``.
+    ``out`` must hold the block (see the bound in the caller).
     """
-    comma, newline, zero, minus = 44, 10, 48, 45
+    newline, zero, minus = 10, 48, 45
     digits = np.empty(_MAX_DIGITS, dtype=np.uint8)
     pos = 0
     for gene in range(start, stop):
@@ -250,9 +294,9 @@ def _format_rows(indptr, indices, data, name_bytes, name_offsets, start, stop, n
             pos += 1
         j = indptr[gene]
         end = indptr[gene + 1]
-        next_cell = indices[j] if j < end else n_cells
-        for cell in range(n_cells):
-            out[pos] = comma
+        next_cell = indices[j] if j < end else n_values
+        for cell in range(n_values):
+            out[pos] = sep
             pos += 1
             if cell != next_cell:
                 out[pos] = zero
@@ -260,7 +304,7 @@ def _format_rows(indptr, indices, data, name_bytes, name_offsets, start, stop, n
                 continue
             value = data[j]
             j += 1
-            next_cell = indices[j] if j < end else n_cells
+            next_cell = indices[j] if j < end else n_values
             if value < 0:
                 out[pos] = minus
                 pos += 1

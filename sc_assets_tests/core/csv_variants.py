@@ -1,9 +1,10 @@
-"""Write small genes x cells count CSVs in the format variants the parser must accept.
+"""Write small count matrices as text in the format variants the parser must accept.
 
 Shared by the parser tests: :func:`write_count_csv` renders a numpy matrix with the chosen
-variant (line endings, BOM, quoting, float spelling, gzip members...), :func:`pandas_reference`
-reads a file the tutorial way, for comparison; :func:`matrices` and :data:`variants` are the
-hypothesis strategies that draw them.
+variant (separator, orientation, compression, line endings, BOM, quoting, float spelling, gzip
+members...), :func:`pandas_reference` reads a file the tutorial way, for comparison;
+:func:`matrices`, :data:`layouts` and :data:`variants` are the hypothesis strategies that draw
+them.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ import scipy.sparse
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+GENES_X_CELLS, CELLS_X_GENES = "genes_x_cells", "cells_x_genes"
+
 
 @dataclass(frozen=True)
 class Variant:
-    """How to spell a count matrix as CSV text (the defaults are the plain GEO format)."""
+    """How to spell a count matrix as text (the defaults are the plain GEO format)."""
 
+    sep: str = ","
+    compress: bool = True
+    orientation: str = GENES_X_CELLS
     newline: str = "\n"
     bom: bool = False
     quote_header: bool = False
@@ -34,6 +40,26 @@ class Variant:
     trailing_blank_lines: int = 0
     members: int = 1  # gzip members (the text is split into this many and concatenated)
     corner: str = ""
+
+    @property
+    def suffix(self) -> str:
+        """A file name suffix: ``.csv.gz``, ``.tsv``..."""
+        return (".tsv" if self.sep == "\t" else ".csv") + (".gz" if self.compress else "")
+
+
+#: The text layouts: separator x compression x orientation.
+LAYOUTS = [
+    Variant(sep=sep, compress=compress, orientation=orientation)
+    for sep in (",", "\t")
+    for compress in (True, False)
+    for orientation in (GENES_X_CELLS, CELLS_X_GENES)
+]
+
+
+def layout_id(variant: Variant) -> str:
+    """``csv-gz-genes_x_cells``...: a test id for a layout."""
+    sep = "tsv" if variant.sep == "\t" else "csv"
+    return f"{sep}-{'gz' if variant.compress else 'plain'}-{variant.orientation}"
 
 
 def _quoted(field: str) -> str:
@@ -46,15 +72,19 @@ _FLOAT_SPELLINGS = ("{}.0", "{}.", "{}.000", "{}e0")
 def render(
     counts: np.ndarray, genes: list[str], barcodes: list[str], variant: Variant = Variant()
 ) -> bytes:
-    """The CSV text (genes as rows, cells as columns) of a genes x cells integer matrix."""
+    """The text of a genes x cells integer matrix: genes as rows (or cells, if so oriented)."""
     v = variant
-    header = [v.corner, *barcodes]
+    if v.orientation == GENES_X_CELLS:
+        columns, row_names, rows = barcodes, genes, counts
+    else:
+        columns, row_names, rows = genes, barcodes, counts.T
+    header = [v.corner, *columns]
     if v.quote_header:
         header = [_quoted(f) for f in header]
-    lines = [",".join(header)]
+    lines = [v.sep.join(header)]
     spellings = _FLOAT_SPELLINGS if v.float_values else ("{}",)
     k = 0
-    for gene, row in zip(genes, counts, strict=True):
+    for name, row in zip(row_names, rows, strict=True):
         fields = []
         for value in row.tolist():
             text = str(value)
@@ -62,7 +92,7 @@ def render(
                 text = spellings[k % len(spellings)].format(value)
                 k += 1
             fields.append(_quoted(text) if v.quote_values else text)
-        lines.append(",".join([_quoted(gene) if v.quote_genes else gene, *fields]))
+        lines.append(v.sep.join([_quoted(name) if v.quote_genes else name, *fields]))
     text = v.newline.join(lines)
     if v.final_newline:
         text += v.newline
@@ -84,11 +114,16 @@ def write_count_csv(
     barcodes: list[str] | None = None,
     variant: Variant = Variant(),
 ) -> Path:
-    """Write a genes x cells integer matrix as a gzipped CSV; default names G0.., AAAC-0.."""
+    """Write a genes x cells integer matrix as ``variant`` says (default: a gzipped CSV, genes
+    as rows); default names G0.., AAAC-0.."""
     n_genes, n_cells = counts.shape
     genes = [f"G{i}" for i in range(n_genes)] if genes is None else genes
     barcodes = [f"AAAC-{j}" for j in range(n_cells)] if barcodes is None else barcodes
-    return write_gz(path, render(counts, genes, barcodes, variant), variant.members)
+    text = render(counts, genes, barcodes, variant)
+    if not variant.compress:
+        path.write_bytes(text)
+        return path
+    return write_gz(path, text, variant.members)
 
 
 @dataclass(frozen=True)
@@ -99,14 +134,26 @@ class Reference:
     counts: np.ndarray  # dense cells x genes int64: the exact integers, for the sums
 
 
-def pandas_reference(path: Path) -> Reference:
-    """The tutorial recipe, cast to float32 and made canonical."""
-    df = pd.read_csv(path, index_col=0)
-    X = scipy.sparse.csr_matrix(df.T.values.astype(np.float32))
+def pandas_reference(path: Path, variant: Variant = Variant()) -> Reference:
+    """The tutorial recipe, cast to float32 and made canonical.
+
+    For ``cells_x_genes`` the header's gene symbols are read as strings on their own: pandas
+    would rename repeated column names (``A``, ``A.1``).
+    """
+    if variant.orientation == GENES_X_CELLS:
+        df = pd.read_csv(path, sep=variant.sep, index_col=0)
+        cells = df.T
+        genes, barcodes = [str(g) for g in df.index], [str(c) for c in df.columns]
+    else:
+        header = pd.read_csv(
+            path, sep=variant.sep, header=None, nrows=1, dtype=str, keep_default_na=False
+        )
+        cells = pd.read_csv(path, sep=variant.sep, header=None, skiprows=1, index_col=0)
+        genes, barcodes = header.iloc[0, 1:].tolist(), [str(c) for c in cells.index]
+    X = scipy.sparse.csr_matrix(cells.values.astype(np.float32))
     X.eliminate_zeros()
     X.sort_indices()
-    counts = df.T.values.astype(np.int64)
-    return Reference([str(c) for c in df.columns], [str(g) for g in df.index], X, counts)
+    return Reference(barcodes, genes, X, cells.values.astype(np.int64))
 
 
 def assert_same_matrix(parsed, reference: Reference, flag_prefix: str = "") -> None:
@@ -167,8 +214,14 @@ def matrices(draw) -> tuple[np.ndarray, list[str], list[str]]:
     return counts, genes, barcodes
 
 
+#: One of :data:`LAYOUTS`, in the default spelling.
+layouts = st.sampled_from(LAYOUTS)
+
 variants = st.builds(
     Variant,
+    sep=st.sampled_from([",", "\t"]),
+    compress=st.booleans(),
+    orientation=st.sampled_from([GENES_X_CELLS, CELLS_X_GENES]),
     newline=st.sampled_from(["\n", "\r\n"]),
     bom=st.booleans(),
     quote_header=st.booleans(),

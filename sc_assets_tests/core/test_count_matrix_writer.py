@@ -187,3 +187,82 @@ def test_replaces_an_existing_file(tmp_path):
     write_count_matrix(target, counts, GENES, BARCODES)
     assert_round_trip(target, counts, GENES, BARCODES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv.gz"]
+
+
+LAYOUTS = [
+    pytest.param(
+        sep, compress, orientation, id=f"{name}-{'gz' if compress else 'plain'}-{orientation}"
+    )
+    for sep, name in ((",", "csv"), ("\t", "tsv"))
+    for compress in (True, False)
+    for orientation in ("genes_x_cells", "cells_x_genes")
+]
+
+
+@pytest.mark.parametrize(("sep", "compress", "orientation"), LAYOUTS)
+def test_every_layout_round_trips_through_pandas(tmp_path, sep, compress, orientation):
+    counts = random_counts(40, 5, seed=4)
+    barcodes = [f"BC{i:03d}-1" for i in range(40)]
+    path = write_count_matrix(
+        tmp_path / "x.txt",
+        counts,
+        GENES,
+        barcodes,
+        sep=sep,
+        compress=compress,
+        orientation=orientation,
+    )
+    raw = path.read_bytes()
+    assert raw.startswith(b"\x1f\x8b") == compress
+    text = gzip.decompress(raw) if compress else raw
+    header = text.split(b"\n", 1)[0].decode().split(sep)
+    frame = pd.read_csv(path, sep=sep, index_col=0, compression="gzip" if compress else None)
+    assert all(dtype.kind == "i" for dtype in frame.dtypes)
+    if orientation == "genes_x_cells":
+        assert header == ["", *barcodes]
+        assert list(frame.index) == GENES
+        assert np.array_equal(frame.to_numpy(), counts.toarray().T)
+    else:  # pandas renames repeated column names: the header is checked on the text
+        assert header == ["", *GENES]
+        assert list(frame.index) == barcodes
+        assert np.array_equal(frame.to_numpy(), counts.toarray())
+
+
+def test_writes_the_exact_tsv_cells_x_genes_layout(tmp_path):
+    counts = sp.csr_array(np.array([[0, 3, 0, 1, 12], [0, 0, 0, 0, 0], [7, 0, 0, 0, 100]]))
+    path = write_count_matrix(
+        tmp_path / "x.tsv",
+        counts,
+        GENES,
+        BARCODES,
+        sep="\t",
+        compress=False,
+        orientation="cells_x_genes",
+    )
+    assert path.read_bytes() == (
+        b"\tMIR1302-2HG\tTBCE\tCD3E\tTBCE\tMT-CO1\n"
+        b"AAACCCACAAGCGATG-1\t0\t3\t0\t1\t12\n"
+        b"AAACCCACATCGGTTA-1\t0\t0\t0\t0\t0\n"
+        b"AAACCCAGTACAGAAT-1\t7\t0\t0\t0\t100\n"
+    )
+
+
+def test_the_separator_decides_which_names_can_be_written(tmp_path):
+    counts = sp.csr_array(np.ones((3, 5)))
+    with_comma = ["A,B", *GENES[1:]]
+    path = write_count_matrix(tmp_path / "x.tsv.gz", counts, with_comma, BARCODES, sep="\t")
+    assert list(pd.read_csv(path, sep="\t", index_col=0).index) == with_comma
+    with pytest.raises(ValueError, match="contains a tab"):
+        write_count_matrix(tmp_path / "y.tsv", counts, ["A\tB", *GENES[1:]], BARCODES, sep="\t")
+    with pytest.raises(ValueError, match="contains a comma"):
+        write_count_matrix(tmp_path / "y.csv", counts, with_comma, BARCODES)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"sep": ";"}, "sep must be"), ({"orientation": "cells_by_genes"}, "orientation must be")],
+)
+def test_rejects_an_unknown_layout(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        write_count_matrix(tmp_path / "x.csv", random_counts(3, 5), GENES, BARCODES, **options)
+    assert list(tmp_path.iterdir()) == []

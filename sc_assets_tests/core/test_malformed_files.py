@@ -1,4 +1,8 @@
-"""Every malformed count-matrix file raises CountMatrixError naming the file, line and problem."""
+"""Every malformed count-matrix file raises CountMatrixError naming the file, line and problem.
+
+In every text layout: :data:`CASES` are GEO's gzipped CSVs, :func:`layout_case` spells the
+cases about the text (not the gzip container) in any other layout.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,19 @@ import gzip
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sc_assets.core import _decompress
 from sc_assets.core._csv_parser import parse_count_matrix
 from sc_assets.core.errors import CountMatrixError
+from sc_assets_tests.core.csv_variants import (
+    CELLS_X_GENES,
+    LAYOUTS,
+    Variant,
+    layout_id,
+    write_count_csv,
+)
 
 HEADER = ",AAAC-1,AAAC-2,AAAC-3\n"
 GOOD_ROW = "G1,1,0,2\n"
@@ -28,15 +40,21 @@ def with_row(row: str) -> bytes:
 _GOOD = gz(HEADER + GOOD_ROW)
 
 # (file content, line, column, a phrase the message must contain)
-CASES = {
+#: Cases about the gzip container or the bytes, not the text (the same in every layout).
+CONTAINER_CASES = {
     "truncated_gzip": (gz(HEADER + GOOD_ROW * 2000)[:-40], None, None, "truncated"),
-    "not_gzip": ((HEADER + GOOD_ROW).encode(), None, None, "not a gzip file"),
-    "random_bytes": (bytes(range(7, 250)) * 3, None, None, "not the gzip signature"),
+    "random_bytes": (bytes(range(7, 250)) * 3, None, None, "neither text (CSV or TSV) nor gzip"),
+    "binary_after_bom": (b"\xef\xbb\xbf\x00\x01\x02", None, None, "neither text"),
+    "zip_archive": (b"PK\x03\x04" + bytes(60), None, None, "starts with bytes 50 4b 03 04"),
     "gzipped_random_bytes": (gz(bytes(range(128, 256)) * 4), 1, None, "not UTF-8"),
     "empty_file": (b"", None, None, "empty (0 bytes)"),
     "empty_gzip": (gz(b""), None, None, "decompresses to nothing"),
     "corrupt_gzip": (_GOOD[:-8] + b"\0\0\0\0" + _GOOD[-4:], None, None, "corrupt"),
     "data_after_gzip": (_GOOD + b"trailing text that is not gzip", None, None, "after the end"),
+}
+
+CASES = {
+    **CONTAINER_CASES,
     "header_only": (gz(HEADER), None, None, "no gene rows"),
     "header_only_with_blank_lines": (gz(HEADER + "\n\r\n"), None, None, "no gene rows"),
     "no_header_row": (gz("G0,1,0,2\n" + GOOD_ROW), 1, None, "looks like a gene row"),
@@ -72,15 +90,61 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize(("content", "line", "column", "phrase"), CASES.values(), ids=CASES)
-def test_malformed_file_is_reported(
-    tmp_path: Path, content: bytes, line: int | None, column: int | None, phrase: str
+#: What changes in a cells_x_genes file (a header of genes, a row per barcode): the phrase,
+#: or None where the text is valid (repeated genes are fine).
+CELLS_X_GENES_PHRASES = {
+    "no_header_row": "looks like a cell row",
+    "blank_first_line": "header row of gene symbols",
+    "header_without_barcodes": "no gene symbols",
+    "empty_barcode": "gene symbol is empty",
+    "duplicated_barcodes": None,
+    "header_only": "no cell rows",
+    "header_only_with_blank_lines": "no cell rows",
+    "empty_gene_name": "barcode (first field) is empty",
+}
+
+#: Cases only cells_x_genes files have: (text, line, column, phrase).
+CELLS_X_GENES_CASES = {
+    "duplicated_row_barcodes": (
+        HEADER + GOOD_ROW + "G2,0,0,0\n\nG1,0,1,0\n",
+        5,
+        1,
+        "barcode 'G1' appears twice, on lines 2 and 5",
+    ),
+}
+
+
+def layout_case(name: str, layout: Variant) -> tuple[bytes, int | None, int | None, str] | None:
+    """Case ``name`` of :data:`CASES` (a text case) spelled in ``layout``; None if valid."""
+    if name in CELLS_X_GENES_CASES:
+        text, line, column, phrase = CELLS_X_GENES_CASES[name]
+        content = text.encode()
+    else:
+        content, line, column, phrase = CASES[name]
+        content = gzip.decompress(content)
+        if layout.orientation == CELLS_X_GENES:
+            phrase = CELLS_X_GENES_PHRASES.get(name, phrase)
+            if phrase is None:
+                return None
+    if layout.sep == "\t":
+        content = content.replace(b",", b"\t")
+        phrase = phrase.replace("with a comma", "with a tab")
+    return (gzip.compress(content) if layout.compress else content), line, column, phrase
+
+
+TEXT_CASES = [name for name in CASES if name not in CONTAINER_CASES]
+LAYOUT_CASES = [
+    pytest.param(name, layout, id=f"{layout_id(layout)}-{name}")
+    for layout in LAYOUTS
+    for name in [*TEXT_CASES, *(CELLS_X_GENES_CASES if layout.orientation == CELLS_X_GENES else [])]
+    if layout_case(name, layout) is not None
+]
+
+
+def assert_reported(
+    error: CountMatrixError, path: Path, line: int | None, column: int | None, phrase: str
 ) -> None:
-    path = tmp_path / "GSM0000001_Bad1_count_matrix.csv.gz"
-    path.write_bytes(content)
-    with pytest.raises(CountMatrixError) as caught:
-        parse_count_matrix(path)
-    error = caught.value
+    """The error names the file, the line and column (when expected) and the problem."""
     message = str(error)
     assert isinstance(error, ValueError)
     assert message.startswith(str(path))
@@ -90,6 +154,51 @@ def test_malformed_file_is_reported(
         assert f", line {line}" in message
     if column is not None:
         assert f", column {column}:" in message
+
+
+@pytest.mark.parametrize(("content", "line", "column", "phrase"), CASES.values(), ids=CASES)
+def test_malformed_file_is_reported(
+    tmp_path: Path, content: bytes, line: int | None, column: int | None, phrase: str
+) -> None:
+    path = tmp_path / "GSM0000001_Bad1_count_matrix.csv.gz"
+    path.write_bytes(content)
+    with pytest.raises(CountMatrixError) as caught:
+        parse_count_matrix(path)
+    assert_reported(caught.value, path, line, column, phrase)
+
+
+@pytest.mark.parametrize(("name", "layout"), LAYOUT_CASES)
+def test_malformed_text_is_reported_in_every_layout(
+    tmp_path: Path, name: str, layout: Variant
+) -> None:
+    content, line, column, phrase = layout_case(name, layout)
+    path = tmp_path / f"bad{layout.suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CountMatrixError) as caught:
+        parse_count_matrix(path, sep=layout.sep, orientation=layout.orientation)
+    assert_reported(caught.value, path, line, column, phrase)
+
+
+def test_tsv_messages_name_the_tab(tmp_path: Path) -> None:
+    path = tmp_path / "t.tsv"
+    path.write_text("\tA\tB\nG1\t1\t2\t\n")
+    with pytest.raises(CountMatrixError, match="line 2, column 4: the line ends with a tab"):
+        parse_count_matrix(path)
+    path.write_text('\tA\tB\nG1\t1\t"2"x\n')
+    with pytest.raises(CountMatrixError, match="column 3: unexpected .* a field ends at a tab"):
+        parse_count_matrix(path)
+    path.write_text("gene\nG1\t1\n")
+    with pytest.raises(CountMatrixError, match="no cell barcodes: .* separated by tabs"):
+        parse_count_matrix(path, sep="\t")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=layout_id)
+def test_plain_text_is_valid(tmp_path: Path, layout: Variant) -> None:
+    """What used to be "not a gzip file" is a count matrix like any other."""
+    counts = [[1, 0, 2], [0, 3, 0]]
+    path = write_count_csv(tmp_path / f"p{layout.suffix}", np.array(counts), variant=layout)
+    parsed = parse_count_matrix(path, orientation=layout.orientation)
+    assert parsed.X.toarray().T.tolist() == counts
 
 
 def test_errors_are_found_across_block_edges(tmp_path: Path, monkeypatch) -> None:
