@@ -12,6 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata.io import read_elem
 
+from sc_assets.core.readers._contract import PROTEIN_KEY
+
 
 def write_h5ad(
     adata: ad.AnnData, path: str | os.PathLike[str], *, compression: str | None = None
@@ -68,16 +70,29 @@ def _dense(m: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class H5adLayout:
-    """The parts of an ``.h5ad`` the checks need: gene names and how ``X`` is stored."""
+    """The parts of an ``.h5ad`` the checks need: gene names, how ``X`` is stored, the panel."""
 
     var_names: list[str]
     x_encoding: str
     """anndata's encoding type of ``X``, e.g. ``"csr_matrix"``, ``"csc_matrix"``, ``"array"``."""
+    protein_panel: list[str] | None = None
+    """The antibodies of ``obsm["protein_expression"]`` (its columns, in order), or None when
+    the file has no such data frame."""
 
 
 def read_h5ad_layout(path: str | os.PathLike[str]) -> H5adLayout:
-    """Read ``var`` names and ``X``'s encoding (a few hundred kB, whatever the matrix size)."""
+    """Read ``var`` names, ``X``'s encoding and the antibody panel, without any matrix.
+
+    A few hundred kB whatever the matrix size: the panel comes from the protein data frame's
+    column-order attribute, none of its values are read.
+    """
     with h5py.File(path, "r") as f:
         var = read_elem(f["var"])
         encoding = f["X"].attrs.get("encoding-type", "array")
-    return H5adLayout(var_names=[str(name) for name in var.index], x_encoding=str(encoding))
+        protein = f.get(f"obsm/{PROTEIN_KEY}")
+        panel = None
+        if protein is not None and protein.attrs.get("encoding-type") == "dataframe":
+            panel = [str(name) for name in protein.attrs["column-order"]]
+    return H5adLayout(
+        var_names=[str(name) for name in var.index], x_encoding=str(encoding), protein_panel=panel
+    )

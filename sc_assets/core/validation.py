@@ -8,7 +8,7 @@ use these same functions, so "what failed and why" is decided in exactly one pla
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from sc_assets.core.h5ad import H5adLayout, matrices_equal
 from sc_assets.core.merge import MergeSummary
 from sc_assets.core.qc import COUNTS_LAYER, MT_PREFIX
+from sc_assets.core.readers._contract import PROTEIN_KEY
 
 #: How many offending names or values a check lists in its metadata.
 EXAMPLES = 10
@@ -336,6 +337,132 @@ def merged_outcomes(
         counts_layer_outcome(summary),
         unique_obs_names_outcome(summary),
     ]
+
+
+def protein_panel_outcome(panels: Mapping[str, Sequence[str] | None]) -> CheckOutcome:
+    """Every sample with antibody counts has the same panel: same antibodies, same order.
+
+    ``panels`` maps each merged sample's label to the antibodies of its
+    ``obsm["protein_expression"]`` in order (:attr:`H5adLayout.protein_panel`), or None for a
+    sample without one. The merge is ``ad.concat``'s inner join: it keeps only the antibodies
+    common to all samples, so differing panels fail this check instead of losing antibodies
+    silently. Samples without a panel do not fail it (the check is about the samples that
+    have one), but the inner join then keeps no protein data, which the description says.
+    Passes when no sample has a panel (an RNA-only study).
+    """
+    with_panel = {sample: list(panel) for sample, panel in panels.items() if panel is not None}
+    without = [sample for sample, panel in panels.items() if panel is None]
+    reference_sample, reference = next(iter(with_panel.items()), ("", []))
+    common = set(reference).intersection(*with_panel.values())
+    merged = [] if without else [antibody for antibody in reference if antibody in common]
+    differing = {
+        sample: difference
+        for sample, panel in with_panel.items()
+        if (difference := _panel_difference(panel, reference))
+    }
+    rows = []
+    for sample, panel in panels.items():
+        if panel is None:
+            status = "no protein data"
+        elif sample == reference_sample:
+            status = "reference"
+        else:
+            status = "differs" if sample in differing else "same"
+        rows.append(
+            {
+                "sample": sample,
+                "n_antibodies": len(panel or []),
+                "status": status,
+                "difference": differing.get(sample, ""),
+            }
+        )
+    dropped = bool(with_panel and without)  # the merge drops everyone's protein data
+    passed = not differing
+
+    if not with_panel:
+        summary = "no protein data"
+        description = f"No sample has antibody counts (obsm[{PROTEIN_KEY!r}])."
+    else:
+        parts = [f"{len(differing)} differing" if differing else f"{len(reference):,} antibodies"]
+        if dropped:
+            parts.append(f"{len(without)} without panel")
+        summary = ", ".join(parts)
+        sentences = []
+        if differing:
+            listed = _listed(f"{sample} ({difference})" for sample, difference in differing.items())
+            sentences.append(
+                f"Antibody panels differ from {reference_sample}'s {len(reference):,}: {listed}."
+            )
+        else:
+            sentences.append(
+                f"All {len(with_panel)} samples with antibody counts have the same panel of "
+                f"{len(reference):,} antibodies, in the same order."
+            )
+        if dropped:
+            verb = "has" if len(without) == 1 else "have"
+            sentences.append(
+                f"{_listed(without)} {verb} no antibody counts: the merge's inner join keeps "
+                f"no obsm[{PROTEIN_KEY!r}] (merge the samples with a panel on their own to keep "
+                "it)."
+            )
+        elif len(merged) < len(reference):
+            sentences.append(
+                f"The merge keeps only the {len(merged):,} antibodies common to all samples."
+            )
+        if differing:
+            sentences.append(
+                "Use one antibody panel (feature reference) for every sample, or merge the "
+                "samples of another panel separately."
+            )
+        description = " ".join(sentences)
+    return CheckOutcome(
+        name="protein_panel",
+        passed=passed,
+        severity=Severity.ERROR,
+        summary=summary,
+        description=description,
+        metadata={
+            "n_samples": len(panels),
+            "n_samples_with_panel": len(with_panel),
+            "panel_size": len(reference),
+            "reference_sample": reference_sample,
+            "panel": reference,
+            "n_antibodies_merged": len(merged),
+            "samples_differing": list(differing),
+            "samples_without_panel": without,
+            "per_sample": rows,
+        },
+    )
+
+
+def _panel_difference(panel: list[str], reference: list[str]) -> str:
+    """How ``panel`` differs from ``reference``, in words; ``""`` when it is the same."""
+    if panel == reference:
+        return ""
+    in_panel, in_reference = set(panel), set(reference)
+    missing = [a for a in reference if a not in in_panel]
+    extra = [a for a in panel if a not in in_reference]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {', '.join(missing[:3])}")
+    if extra:
+        parts.append(f"{len(extra)} extra: {', '.join(extra[:3])}")
+    if parts:
+        return "; ".join(parts)
+    if len(panel) != len(reference):  # the same names, some repeated
+        return f"the same antibodies in {len(panel)} columns instead of {len(reference)}"
+    first = next(i for i, (a, b) in enumerate(zip(panel, reference, strict=True)) if a != b)
+    return (
+        f"same antibodies in another order, first at position {first + 1}: "
+        f"{panel[first]} instead of {reference[first]}"
+    )
+
+
+def _listed(items: Iterable[str]) -> str:
+    """The first :data:`EXAMPLES` items, comma-separated, and how many more."""
+    items = list(items)
+    more = f" and {len(items) - EXAMPLES} more" if len(items) > EXAMPLES else ""
+    return ", ".join(items[:EXAMPLES]) + more
 
 
 def merged_cell_count_outcome(summary: MergeSummary) -> CheckOutcome:

@@ -7,9 +7,10 @@ from pathlib import Path
 import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
-from sc_assets.core.h5ad import matrices_equal, write_h5ad
+from sc_assets.core.h5ad import matrices_equal, read_h5ad_layout, write_h5ad
 
 
 def counts_adata() -> ad.AnnData:
@@ -62,3 +63,32 @@ def test_matrices_equal_across_formats_and_nan() -> None:
     assert matrices_equal(Y, Y.copy()) and not matrices_equal(Y, Y * 2)
     assert not matrices_equal(X, X[:, :1])
     assert matrices_equal(np.eye(2), sp.csr_matrix(np.eye(2)))
+
+
+def test_layout_has_the_protein_panel_read_from_the_column_order(tmp_path: Path) -> None:
+    adata = counts_adata()
+    panel = ["CD3", "CD8a", "HLA-DR", "CD4"]
+    adata.obsm["protein_expression"] = pd.DataFrame(
+        np.ones((adata.n_obs, len(panel)), dtype=np.float32), index=adata.obs_names, columns=panel
+    )
+    path = tmp_path / "cite.h5ad"
+    write_h5ad(adata, path)
+    with h5py.File(path, "r+") as f:  # no values are read: the columns' data can go
+        for name in panel:
+            del f[f"obsm/protein_expression/{name}"]
+    layout = read_h5ad_layout(path)
+    assert layout.protein_panel == panel
+    assert layout.var_names == list(adata.var_names)
+    assert layout.x_encoding == "csr_matrix"
+
+
+def test_layout_without_a_protein_frame_has_no_panel(tmp_path: Path) -> None:
+    adata = counts_adata()
+    write_h5ad(adata, tmp_path / "plain.h5ad")
+    assert read_h5ad_layout(tmp_path / "plain.h5ad").protein_panel is None
+    adata.obsm["protein_expression"] = np.ones((adata.n_obs, 3))  # no antibody names
+    write_h5ad(adata, tmp_path / "array.h5ad")
+    assert read_h5ad_layout(tmp_path / "array.h5ad").protein_panel is None
+    adata.obsm["protein_expression"] = pd.DataFrame(index=adata.obs_names)  # no antibodies
+    write_h5ad(adata, tmp_path / "empty.h5ad")
+    assert read_h5ad_layout(tmp_path / "empty.h5ad").protein_panel == []

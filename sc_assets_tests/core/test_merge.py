@@ -16,6 +16,7 @@ from sc_assets.core import merge
 from sc_assets.core.merge import MergeSummary, merge_h5ad
 
 GENES = [f"G{i:02d}" for i in range(30)] + ["MT-CO1", "MT-ND1"]
+PANEL = ["CD3", "CD4", "CD8a", "CD14", "CD19", "HLA-DR"]
 
 
 def make_sample(
@@ -25,8 +26,12 @@ def make_sample(
     n_cells: int = 40,
     seed: int = 0,
     barcodes: list[str] | None = None,
+    panel: list[str] | None = None,
 ) -> ad.AnnData:
-    """A small per-sample AnnData shaped like the platform's (raw counts, QC columns)."""
+    """A small per-sample AnnData shaped like the platform's (raw counts, QC columns).
+
+    With a ``panel``, CITE-seq's antibody counts in ``obsm["protein_expression"]``.
+    """
     rng = np.random.default_rng(seed)
     X = sp.random(
         n_cells,
@@ -46,6 +51,7 @@ def make_sample(
             "total_counts": np.asarray(X.sum(axis=1)).ravel(),
             "n_genes_by_counts": np.diff(X.indptr).astype(np.int32),
             "pct_counts_mt": rng.random(n_cells),
+            "high_mt": rng.random(n_cells) > 0.9,
             # Unique per cell, so write_h5ad keeps it a string column (not a categorical).
             "well": np.array([f"{sample}:w{i}" for i in range(n_cells)], dtype=object),
         },
@@ -59,8 +65,14 @@ def make_sample(
         },
         index=genes,
     )
-    adata = ad.AnnData(X=X, obs=obs, var=var)
+    adata = ad.AnnData(X=X, obs=obs, var=var, uns={"sc_assets": {"layout": "csv"}})
     adata.layers["counts"] = X.copy()
+    if panel is not None:
+        adata.obsm["protein_expression"] = pd.DataFrame(
+            rng.integers(0, 50, (n_cells, len(panel))).astype(np.float32),
+            index=adata.obs_names,
+            columns=panel,
+        )
     return adata
 
 
@@ -107,9 +119,16 @@ def assert_same_adata(got: ad.AnnData, want: ad.AnnData) -> None:
     assert sorted(got.layers) == sorted(want.layers)
     for key in want.layers:
         assert_same_csr(got.layers[key], want.layers[key])
-    assert dict(got.uns) == dict(want.uns)
+    assert dict(got.uns) == dict(want.uns) == {}  # the sources' uns are dropped
     for attr in ("obsm", "varm", "obsp", "varp"):
         assert list(getattr(got, attr)) == list(getattr(want, attr))
+    for key, frame in want.obsm.items():
+        assert isinstance(frame, pd.DataFrame)
+        # (anndata reads the columns of a frame without columns back as a RangeIndex)
+        check_columns = len(frame.columns) > 0
+        pd.testing.assert_frame_equal(
+            got.obsm[key], frame, check_exact=True, check_column_type=check_columns
+        )
     assert got.raw is None and want.raw is None
 
 
@@ -134,11 +153,11 @@ def checksum_of(path: Path, key: str) -> str:
 
 @pytest.fixture
 def same_genes(tmp_path: Path) -> list[tuple[str, Path]]:
-    """Three samples with the same genes; the same barcodes recur across samples."""
+    """Three samples with the same genes and antibody panel; the same barcodes recur."""
     samples = [("Ctrl1", 40, 1), ("Pre1", 25, 2), ("Post1", 33, 3)]
     sources = []
     for label, n_cells, seed in samples:
-        adata = make_sample(label, n_cells=n_cells, seed=seed)
+        adata = make_sample(label, n_cells=n_cells, seed=seed, panel=PANEL)
         # X is not the raw counts here, so a mix-up of X and the counts layer would show.
         adata.X = adata.X.multiply(0.5).tocsr()
         sources.append(write(tmp_path, label, adata))
@@ -147,15 +166,18 @@ def same_genes(tmp_path: Path) -> list[tuple[str, Path]]:
 
 @pytest.fixture
 def different_genes(tmp_path: Path) -> list[tuple[str, Path]]:
-    """Gene sets differing in content and order; explicit zeros in two samples."""
+    """Gene sets differing in content and order; explicit zeros in two samples; antibody
+    panels differing in order and content."""
     rng = np.random.default_rng(7)
     common = GENES[::2] + ["MT-ND1"]
-    first = make_sample("Ctrl1", common, n_cells=30, seed=1)  # exactly the common genes
+    first = make_sample(
+        "Ctrl1", common, n_cells=30, seed=1, panel=PANEL
+    )  # exactly the common genes
     first.X.data[0] = first.layers["counts"].data[0] = 0  # kept: this source is not reindexed
     superset = list(rng.permutation(GENES + ["EXTRA1"]))  # shuffled: rows must be re-sorted
-    second = make_sample("Pre1", superset, n_cells=20, seed=2)
+    second = make_sample("Pre1", superset, n_cells=20, seed=2, panel=PANEL[::-1])
     second.X.data[:3] = second.layers["counts"].data[:3] = 0  # dropped, as by reindexing
-    third = make_sample("Post1", ["EXTRA2", *GENES], n_cells=25, seed=3)
+    third = make_sample("Post1", ["EXTRA2", *GENES], n_cells=25, seed=3, panel=[*PANEL, "CD56"])
     # Equal to the first source's on the common genes only: kept by merge="same".
     # (unique strings: write_h5ad would turn a column with repeats into a categorical)
     third.var["gene_ids"] = [f"ENSG-{g}" if g in common else f"x{g}" for g in third.var_names]
@@ -222,6 +244,89 @@ def test_columns_follow_concat(tmp_path: Path) -> None:
     assert got.obs["score"].dtype == np.float64
     assert list(got.obs["sample"].cat.categories) == ["Pre1", "Ctrl1"]  # source order
     assert list(got.var.columns) == ["gene_ids", "mt"]
+
+
+@pytest.mark.parametrize(
+    ("panels", "merged_panel"),
+    [
+        pytest.param([PANEL, PANEL[::-1], PANEL], PANEL, id="order-differs"),
+        pytest.param(
+            [PANEL, [*PANEL[1:], "CD56"], ["CD56", *PANEL[:4]]], PANEL[1:4], id="some-differ"
+        ),
+        pytest.param([PANEL[:2], PANEL[2:], PANEL], [], id="none-in-common"),
+        pytest.param([PANEL, None, PANEL], None, id="a-sample-without"),
+        pytest.param([None, None, None], None, id="no-panels"),
+    ],
+)
+def test_protein_panels_follow_concat(tmp_path: Path, monkeypatch, panels, merged_panel) -> None:
+    """obsm["protein_expression"] as ad.concat's inner join: common antibodies in the first
+    sample's order (even none), or no key when a sample has no panel."""
+    monkeypatch.setattr(merge, "OBS_BATCH_ROWS", 8)  # several batches per sample and across
+    sources = [
+        write(tmp_path, label, make_sample(label, n_cells=n_cells, seed=seed, panel=panel))
+        for label, n_cells, seed, panel in zip(
+            ("Ctrl1", "Pre1", "Post1"), (20, 7, 13), (1, 2, 3), panels, strict=True
+        )
+    ]
+    out = tmp_path / "merged.h5ad"
+    merge_h5ad(sources, out)
+
+    got = ad.read_h5ad(out)
+    assert_same_adata(got, recipe(sources))
+    if merged_panel is None:
+        assert "protein_expression" not in got.obsm
+    else:
+        protein = got.obsm["protein_expression"]
+        assert list(protein.columns) == merged_panel
+        assert protein.shape == (40, len(merged_panel))
+        assert list(protein.index) == list(got.obs_names)
+
+
+def test_protein_dtypes_are_promoted_as_by_concat(tmp_path: Path) -> None:
+    first = make_sample("Ctrl1", seed=1, panel=PANEL)
+    second = make_sample("Pre1", seed=2, panel=PANEL)
+    second.obsm["protein_expression"] = second.obsm["protein_expression"].astype(np.int64)
+    sources = [write(tmp_path, "Ctrl1", first), write(tmp_path, "Pre1", second)]
+    out = tmp_path / "merged.h5ad"
+    merge_h5ad(sources, out)
+    got = ad.read_h5ad(out)
+    assert_same_adata(got, recipe(sources))
+    assert set(got.obsm["protein_expression"].dtypes) == {np.dtype(np.float64)}
+
+
+def test_samplesheet_metadata_merges_as_concat(tmp_path: Path) -> None:
+    """obs columns from samplesheets: one category per sample, missing values, strings."""
+    from sc_assets.core.samples import SampleSpec
+
+    rows = {
+        "Ctrl1": {"condition": "control", "donor": "D1", "tissue": None, "batch": None},
+        "Pre1": {"condition": "treated", "donor": None, "tissue": None, "batch": "b10"},
+        "Post1": {"condition": "treated", "donor": "D10", "tissue": None, "batch": "b2"},
+    }
+    sources = []
+    for seed, (label, metadata) in enumerate(rows.items()):
+        adata = make_sample(label, n_cells=10 + seed, seed=seed)
+        spec = SampleSpec(
+            label, tmp_path, metadata=tuple(metadata.items()), categorical=frozenset(metadata)
+        )
+        for column, values in spec.obs_columns(adata.n_obs).items():
+            adata.obs[column] = values
+        # A string column: written as a categorical where its values repeat, else as strings.
+        adata.obs["note"] = [f"{label}-{i}" if seed else "same" for i in range(adata.n_obs)]
+        sources.append(write(tmp_path, label, adata))
+    out = tmp_path / "merged.h5ad"
+    merge_h5ad(sources, out)
+
+    got = ad.read_h5ad(out)
+    assert_same_adata(got, recipe(sources))
+    obs = got.obs
+    assert list(obs["condition"].cat.categories) == ["control", "treated"]
+    assert list(obs["donor"].cat.categories) == ["D1", "D10"]
+    assert obs["donor"].isna().sum() == 11  # Pre1's cells
+    assert len(obs["tissue"].cat.categories) == 0 and obs["tissue"].isna().all()
+    assert list(obs["batch"].cat.categories) == ["b2", "b10"]  # natural sort
+    assert obs["note"].dtype == object
+    assert list(obs["sample"].cat.categories) == ["Ctrl1", "Pre1", "Post1"]
 
 
 def test_summary_numbers(tmp_path: Path, different_genes) -> None:
@@ -297,6 +402,7 @@ def test_compression_reads_back_equal(tmp_path: Path, same_genes, compression) -
     with h5py.File(packed) as f:
         assert f["X/data"].compression == compression and f["X/data"].shuffle
         assert f["obs/well"].compression == compression
+        assert f["obsm/protein_expression/CD3"].compression == compression
 
 
 def test_readable_in_backed_mode(tmp_path: Path, different_genes) -> None:
@@ -307,6 +413,9 @@ def test_readable_in_backed_mode(tmp_path: Path, different_genes) -> None:
     try:
         assert backed.shape == want.shape
         pd.testing.assert_frame_equal(backed.obs, want.obs)
+        pd.testing.assert_frame_equal(
+            backed.obsm["protein_expression"], want.obsm["protein_expression"]
+        )
         assert_same_csr(sp.csr_matrix(backed.X[10:50]), want.X[10:50])
     finally:
         backed.file.close()
@@ -334,7 +443,8 @@ def test_duplicate_obs_names_are_reported(tmp_path: Path) -> None:
 
 
 def test_empty_sample(tmp_path: Path, same_genes) -> None:
-    sources = [same_genes[0], write(tmp_path, "Empty", make_sample("Empty", n_cells=0))]
+    empty = make_sample("Empty", n_cells=0, panel=PANEL)
+    sources = [same_genes[0], write(tmp_path, "Empty", empty)]
     out = tmp_path / "merged.h5ad"
     summary = merge_h5ad(sources, out, block_nnz=7)
     assert_same_adata(ad.read_h5ad(out), recipe(sources))
@@ -383,6 +493,15 @@ def test_elements_it_would_drop_raise(tmp_path: Path) -> None:
         adata.obsm["X_pca"] = np.zeros((adata.n_obs, 2))
         sources.append(write(tmp_path, label, adata))
     with pytest.raises(ValueError, match=r"obsm \['X_pca'\]"):
+        merge_h5ad(sources, tmp_path / "merged.h5ad")
+
+
+def test_an_obsm_key_that_is_not_a_frame_everywhere_raises(tmp_path: Path) -> None:
+    sources = [write(tmp_path, "Ctrl1", make_sample("Ctrl1", panel=PANEL))]
+    adata = make_sample("Pre1")
+    adata.obsm["protein_expression"] = np.zeros((adata.n_obs, len(PANEL)))
+    sources.append(write(tmp_path, "Pre1", adata))
+    with pytest.raises(ValueError, match=r"obsm \['protein_expression'\]"):
         merge_h5ad(sources, tmp_path / "merged.h5ad")
 
 

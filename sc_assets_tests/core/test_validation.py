@@ -15,6 +15,7 @@ from sc_assets.core.validation import (
     gene_set_outcome,
     matrix_sparsity_outcome,
     mt_genes_outcome,
+    protein_panel_outcome,
     sparsity_outcome,
 )
 
@@ -202,3 +203,102 @@ def test_mt_genes_warns_when_absent():
     outcome = mt_genes_outcome(GENES[:20])
     assert not outcome.passed and outcome.severity is Severity.WARN
     assert "pct_counts_mt" in outcome.description
+
+
+PANEL = ["CD3", "CD4", "CD8a", "CD14", "CD19"]
+
+
+def test_protein_panel_passes_without_protein_data():
+    outcome = protein_panel_outcome({"Ctrl1": None, "Pre1": None})
+    assert outcome.passed and outcome.name == "protein_panel"
+    assert outcome.severity is Severity.ERROR
+    assert outcome.summary == "no protein data"
+    assert outcome.description == "No sample has antibody counts (obsm['protein_expression'])."
+    assert outcome.metadata["n_samples_with_panel"] == 0
+    assert outcome.metadata["panel_size"] == 0
+    assert protein_panel_outcome({}).passed
+
+
+def test_protein_panel_passes_when_every_sample_has_the_same_panel():
+    outcome = protein_panel_outcome({"Ctrl1": PANEL, "Pre1": tuple(PANEL), "Post1": PANEL})
+    assert outcome.passed and outcome.status == "pass"
+    assert outcome.summary == "5 antibodies"
+    assert outcome.description == (
+        "All 3 samples with antibody counts have the same panel of 5 antibodies, in the same "
+        "order."
+    )
+    assert outcome.metadata["n_samples_with_panel"] == 3
+    assert outcome.metadata["panel_size"] == 5
+    assert outcome.metadata["panel"] == PANEL
+    assert [row["status"] for row in outcome.metadata["per_sample"]] == [
+        "reference",
+        "same",
+        "same",
+    ]
+
+
+def test_protein_panel_names_the_samples_that_differ():
+    outcome = protein_panel_outcome(
+        {
+            "Ctrl1": PANEL,
+            "Pre1": ["CD3", "CD4", "CD8a", "CD14", "CD56"],  # CD19 -> CD56
+            "Pre2": PANEL,
+            "Post1": ["CD4", "CD3", "CD8a", "CD14", "CD19"],  # another order
+        }
+    )
+    assert not outcome.passed and outcome.status == "fail"
+    assert outcome.summary == "2 differing"
+    assert outcome.description == (
+        "Antibody panels differ from Ctrl1's 5: Pre1 (1 missing: CD19; 1 extra: CD56), "
+        "Post1 (same antibodies in another order, first at position 1: CD4 instead of CD3). "
+        "The merge keeps only the 4 antibodies common to all samples. "
+        "Use one antibody panel (feature reference) for every sample, or merge the samples of "
+        "another panel separately."
+    )
+    metadata = outcome.metadata
+    assert metadata["samples_differing"] == ["Pre1", "Post1"]
+    assert metadata["samples_without_panel"] == []
+    assert metadata["n_antibodies_merged"] == 4
+    assert metadata["per_sample"][1] == {
+        "sample": "Pre1",
+        "n_antibodies": 5,
+        "status": "differs",
+        "difference": "1 missing: CD19; 1 extra: CD56",
+    }
+    assert metadata["per_sample"][2]["status"] == "same"
+
+
+def test_protein_panel_passes_but_says_so_when_some_samples_have_none():
+    # The check is about the samples that have a panel; that the merge then keeps no protein
+    # data (ad.concat's inner join) is said, not failed.
+    outcome = protein_panel_outcome({"Ctrl1": PANEL, "Ctrl2": None, "Pre1": PANEL, "Pre2": None})
+    assert outcome.passed
+    assert outcome.summary == "5 antibodies, 2 without panel"
+    assert outcome.description == (
+        "All 2 samples with antibody counts have the same panel of 5 antibodies, in the same "
+        "order. Ctrl2, Pre2 have no antibody counts: the merge's inner join keeps no "
+        "obsm['protein_expression'] (merge the samples with a panel on their own to keep it)."
+    )
+    assert outcome.metadata["samples_without_panel"] == ["Ctrl2", "Pre2"]
+    assert outcome.metadata["n_antibodies_merged"] == 0
+    assert outcome.metadata["per_sample"][1] == {
+        "sample": "Ctrl2",
+        "n_antibodies": 0,
+        "status": "no protein data",
+        "difference": "",
+    }
+    one = protein_panel_outcome({"Ctrl1": None, "Pre1": PANEL[:2], "Post1": PANEL})
+    assert one.summary == "1 differing, 1 without panel"
+    assert not one.passed
+    assert "Ctrl1 has no antibody counts: the merge's inner join keeps no" in one.description
+    assert one.metadata["reference_sample"] == "Pre1"  # the first sample with a panel
+
+
+def test_protein_panel_lists_at_most_examples_samples(monkeypatch):
+    monkeypatch.setattr(validation, "EXAMPLES", 2)
+    panels = {"S0": PANEL} | {f"S{i}": PANEL[:3] for i in range(1, 5)}
+    outcome = protein_panel_outcome(panels)
+    assert "S1 (2 missing: CD14, CD19), S2 (2 missing: CD14, CD19) and 2 more." in (
+        outcome.description
+    )
+    assert outcome.metadata["samples_differing"] == ["S1", "S2", "S3", "S4"]
