@@ -65,6 +65,10 @@ MERGED_CHECKS: Mapping[str, str] = {
     "sparsity": "X is CSR and at least the configured fraction of values is zero.",
     "counts_layer": 'layers["counts"] equals X: same nnz, same sum, same checksum.',
     "unique_obs_names": "Every cell name (`<sample>-<barcode>`) is unique.",
+    "protein_panel": (
+        "Every sample with antibody counts (obsm['protein_expression'], CITE-seq) has the same "
+        "panel of antibodies, in the same order."
+    ),
 }
 
 #: Check metadata keys that echo configured thresholds.

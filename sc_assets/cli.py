@@ -42,11 +42,24 @@ def _parser() -> argparse.ArgumentParser:
         "ingest", help="materialize every sample in the data folder, then the merge"
     )
     ingest.add_argument("--data-dir", type=Path, help="input folder (SC_ASSETS_DATA_DIR)")
+    ingest.add_argument(
+        "--samplesheet",
+        type=Path,
+        help="samplesheet CSV (SC_ASSETS_SAMPLESHEET; default: samplesheet.csv in the data "
+        "folder if there is one, else the folder is scanned)",
+    )
     ingest.add_argument("--storage-dir", help="output root (SC_ASSETS_STORAGE_DIR)")
     ingest.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="parallel sample runs (cores)"
     )
     ingest.set_defaults(run=_ingest)
+
+    validate = commands.add_parser(
+        "validate-samplesheet",
+        help="check a samplesheet without running anything (exit 0 when valid)",
+    )
+    validate.add_argument("samplesheet", type=Path, metavar="PATH")
+    validate.set_defaults(run=_validate_samplesheet)
 
     report = commands.add_parser(
         "report", help="write Markdown and HTML reports of the latest check results"
@@ -85,22 +98,55 @@ def _demo_data(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from sc_assets.ingest import configure_environment
 
-    configure_environment(args.data_dir, args.storage_dir)
+    configure_environment(args.data_dir, args.storage_dir, args.samplesheet)
     _init_home()
 
     from dagster import DagsterInstance
 
+    from sc_assets.core.samplesheet import SamplesheetError
     from sc_assets.ingest import ingest
     from sc_assets.settings import Settings
 
     settings = Settings.from_env()
-    if not settings.data_dir.is_dir():
+    if not settings.data_dir.is_dir() and settings.samplesheet is None:
         print(f"sc-assets: {settings.data_dir}: the data folder does not exist", file=sys.stderr)
         return 2
+    if settings.samplesheet is not None and not settings.samplesheet.is_file():
+        print(f"sc-assets: {settings.samplesheet}: the samplesheet does not exist", file=sys.stderr)
+        return 2
     with DagsterInstance.get() as instance:
-        report = ingest(settings.data_dir, instance, workers=args.workers)
+        try:
+            report = ingest(
+                settings.data_dir,
+                instance,
+                samplesheet=settings.samplesheet,
+                workers=args.workers,
+            )
+        except SamplesheetError as error:
+            print(
+                f"sc-assets: nothing ingested, the samplesheet is invalid:\n{error}",
+                file=sys.stderr,
+            )
+            return 2
     print(_ingest_table(report))
     return 0 if report.ok else 1
+
+
+def _validate_samplesheet(args: argparse.Namespace) -> int:
+    from sc_assets.core.samplesheet import SamplesheetError, read_samplesheet
+
+    try:
+        sheet = read_samplesheet(args.samplesheet)
+    except SamplesheetError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"sc-assets: {args.samplesheet}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"{args.samplesheet}: valid, {len(sheet.specs)} samples")
+    for spec in sheet.specs:
+        print(f"  {spec.sample}: {spec.path} ({spec.format})")
+    return 0
 
 
 def _ingest_table(report: IngestReport) -> str:

@@ -26,6 +26,7 @@ def build_definitions(settings: Settings) -> Definitions:
         resources={
             "inbox": SampleInbox(
                 data_dir=str(settings.data_dir),
+                samplesheet=str(settings.samplesheet) if settings.samplesheet else None,
                 reference_genes_file=(
                     str(settings.reference_genes) if settings.reference_genes else None
                 ),

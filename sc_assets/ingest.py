@@ -27,12 +27,12 @@ from dagster import (
 )
 from dagster._core.storage.tags import PARTITION_NAME_TAG as PARTITION_TAG
 
-from sc_assets.core.inbox import SampleFile, content_hash, scan_inbox
+from sc_assets.core.inbox import SampleInput, scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.sample_status import root_cause_message, samples_to_forget
 from sc_assets.settings import Settings
-from sc_assets.sources import observed_sources, source_observation
+from sc_assets.sources import observed_sources, sample_version, source_observation
 
 SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
 
@@ -71,8 +71,8 @@ class IngestReport:
 
     samples: list[RunOutcome]
     ignored_files: list[tuple[str, str]]
-    """(name, reason) for files in the folder that are not sample files, and for known
-    samples whose file is gone."""
+    """(name, reason) for entries of the data folder that are not samples, and for known
+    samples whose input is gone."""
     merge: RunOutcome | None
 
     @property
@@ -82,16 +82,28 @@ class IngestReport:
         )
 
 
-def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> IngestReport:
-    """Ingest every sample file of ``data_dir`` and merge them.
+def ingest(
+    data_dir: Path,
+    instance: DagsterInstance,
+    *,
+    samplesheet: Path | None = None,
+    workers: int = 2,
+) -> IngestReport:
+    """Ingest every sample of a study and merge them.
 
-    Registers a ``samples`` partition per valid file, pins the reference gene list if it was
-    never pinned, materializes every sample in ``workers`` processes, then materializes
+    The study is ``samplesheet`` (or ``samplesheet.csv`` in ``data_dir``), else ``data_dir``
+    scanned. Registers a ``samples`` partition per sample, pins the reference gene list if it
+    was never pinned, materializes every sample in ``workers`` processes, then materializes
     ``merged_adata`` (which refuses, naming them, if any sample failed).
+
+    Raises
+    ------
+    SamplesheetError
+        If the samplesheet is invalid: nothing is registered, run or written.
     """
-    if not data_dir.is_dir():
+    if samplesheet is None and not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: the data folder does not exist")
-    scan = scan_inbox(data_dir)
+    scan = scan_inbox(data_dir, samplesheet)
     files = scan.samples
     ignored = [(name, file.reason) for name, file in scan.ignored.items()]
     known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
@@ -137,17 +149,18 @@ def ingest(data_dir: Path, instance: DagsterInstance, *, workers: int = 2) -> In
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
 
 
-def observe_sources(instance: DagsterInstance, files: Sequence[SampleFile]) -> None:
-    """Record each file's content hash as the data version of ``raw_count_matrix``.
+def observe_sources(instance: DagsterInstance, samples: Sequence[SampleInput]) -> None:
+    """Record each sample's data version as that of ``raw_count_matrix``.
 
     So the sensor, once ``make dev`` starts, knows these bytes were ingested already and does
     not ingest them again.
     """
-    seen = observed_sources(instance, [f.partition_key for f in files])
-    for file in files:
-        sha256 = content_hash(file.path)
-        if (previous := seen.get(file.partition_key)) is None or previous.sha256 != sha256:
-            instance.report_runless_asset_event(source_observation(file, sha256))
+    seen = observed_sources(instance, [s.partition_key for s in samples])
+    for sample in samples:
+        previous = seen.get(sample.partition_key)
+        version, file_hashes = sample_version(sample, previous)
+        if previous is None or previous.sha256 != version:
+            instance.report_runless_asset_event(source_observation(sample, version, file_hashes))
 
 
 def _start_workers(n: int) -> ProcessPoolExecutor:
@@ -251,10 +264,14 @@ def _outcome(result: JobExecutionResult, partition_key: str | None) -> RunOutcom
     )
 
 
-def configure_environment(data_dir: Path | None, storage_dir: str | None) -> None:
-    """Point this process and the workers it starts at the given folders (CLI flags)."""
+def configure_environment(
+    data_dir: Path | None, storage_dir: str | None, samplesheet: Path | None = None
+) -> None:
+    """Point this process and the workers it starts at the given study and storage (CLI flags)."""
     if data_dir is not None:
         os.environ["SC_ASSETS_DATA_DIR"] = str(data_dir.absolute())
+    if samplesheet is not None:
+        os.environ["SC_ASSETS_SAMPLESHEET"] = str(samplesheet.absolute())
     if storage_dir is not None:
         absolute = storage_dir if "://" in storage_dir else str(Path(storage_dir).absolute())
         os.environ["SC_ASSETS_STORAGE_DIR"] = absolute

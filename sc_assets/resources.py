@@ -1,4 +1,4 @@
-"""Resources: where the input files are, and the check thresholds.
+"""Resources: where a study's inputs are, and the check thresholds.
 
 Built from :class:`sc_assets.settings.Settings` in ``definitions.py``; every field can also be
 overridden per run in the launchpad.
@@ -6,19 +6,29 @@ overridden per run in the launchpad.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from sc_assets.core import SampleName, parse_partition_key
+from sc_assets.core.discovery import InboxScan, SampleInput, find_sample, scan_inbox
 from sc_assets.core.validation import Thresholds
 
 
 class SampleInbox(ConfigurableResource):
-    """The folder where per-sample count-matrix files land (``SC_ASSETS_DATA_DIR``)."""
+    """A study's inputs: its samplesheet, or its data folder scanned (``SC_ASSETS_DATA_DIR``)."""
 
-    data_dir: str = Field(description="Folder of GSM*_count_matrix.csv.gz files.")
+    data_dir: str = Field(
+        description=(
+            "Data folder: GEO-named CSVs, .h5, .h5ad, MTX/STARsolo folders... (scanned when "
+            "there is no samplesheet)."
+        )
+    )
+    samplesheet: str | None = Field(
+        default=None,
+        description=(
+            "Samplesheet CSV (sample, path, format, ... and metadata columns); default: "
+            "samplesheet.csv in the data folder if there is one, else the folder is scanned."
+        ),
+    )
     reference_genes_file: str | None = Field(
         default=None,
         description=(
@@ -27,10 +37,17 @@ class SampleInbox(ConfigurableResource):
         ),
     )
 
-    def sample_file(self, partition_key: str) -> Path:
-        """The source file of a partition (``<data_dir>/<key>_count_matrix.csv.gz``)."""
-        sample: SampleName = parse_partition_key(partition_key)
-        return Path(self.data_dir) / sample.file_name
+    def scan(self) -> InboxScan:
+        """Every sample of the study now (raises SamplesheetError for a bad samplesheet)."""
+        return scan_inbox(self.data_dir, self.samplesheet)
+
+    def sample(self, partition_key: str) -> SampleInput:
+        """The input of one sample; a Failure naming the study when there is none."""
+        found = find_sample(self.data_dir, self.samplesheet, partition_key)
+        if found is None:
+            where = self.samplesheet or self.data_dir
+            raise Failure(f"sample {partition_key!r} is not in {where} (any more)")
+        return found
 
 
 class CheckThresholds(ConfigurableResource):

@@ -1,7 +1,7 @@
-"""``nightly_reingest``: reconcile the input folder with what has been ingested.
+"""``nightly_reingest``: reconcile the study (samplesheet or data folder) with what was ingested.
 
 Whatever the sensor missed (it was off, a run failed, a file changed in place) is caught here:
-every valid file is registered, the reference gene list is pinned if it never was, and a sample
+every sample is registered, the reference gene list is pinned if it never was, and a sample
 is re-ingested when it was never materialized or its content differs from the last observed
 version. When no sample needs a run but
 ``merged_adata`` is missing or older than the newest sample, the merge is requested; otherwise
@@ -20,11 +20,11 @@ from dagster import (
 )
 
 from sc_assets.checks import MERGED_ADATA, SAMPLE_ADATA
-from sc_assets.core.inbox import content_hash, scan_inbox
+from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.jobs import reingest_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.resources import SampleInbox
-from sc_assets.sources import observed_sources, source_observation
+from sc_assets.sources import observed_sources, sample_version, source_observation
 
 REFERENCE_GENES = AssetKey("reference_genes")
 
@@ -45,7 +45,10 @@ def build_nightly_reingest(cron: str, timezone: str):
     )
     def nightly_reingest(context: ScheduleEvaluationContext, inbox: SampleInbox):
         instance = context.instance
-        scan = scan_inbox(inbox.data_dir)
+        try:
+            scan = inbox.scan()
+        except SamplesheetError as error:
+            return SkipReason(f"the samplesheet is invalid, nothing changes:\n{error}")
         known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
         new_keys = [key for key in scan.samples if key not in known]
         if new_keys:
@@ -60,20 +63,20 @@ def build_nightly_reingest(cron: str, timezone: str):
         observed = observed_sources(instance, scan.samples)
 
         requests = []
-        for key, file in scan.samples.items():
+        for key, sample in scan.samples.items():
             seen = observed.get(key)
-            if key in materialized and seen is not None and seen.signature == file.signature:
-                continue  # same size and mtime as when last hashed: unchanged
-            sha256 = content_hash(file.path)
-            if key in materialized and seen is not None and seen.sha256 == sha256:
+            if key in materialized and seen is not None and seen.signature == sample.signature:
+                continue  # same sizes, mtimes and sheet row as when last hashed: unchanged
+            version, file_hashes = sample_version(sample, seen)
+            if key in materialized and seen is not None and seen.sha256 == version:
                 continue
-            instance.report_runless_asset_event(source_observation(file, sha256))
+            instance.report_runless_asset_event(source_observation(sample, version, file_hashes))
             requests.append(
                 RunRequest(
                     run_key=f"nightly:{tick}:{key}",
                     partition_key=key,
                     asset_selection=[SAMPLE_ADATA],
-                    tags={"sc_assets/source_sha256": sha256},
+                    tags={"sc_assets/source_sha256": version},
                 )
             )
         if requests:

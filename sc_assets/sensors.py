@@ -1,13 +1,17 @@
-"""``new_samples_sensor``: ingest files as they land in the input folder.
+"""``new_samples_sensor``: ingest samples as they land in the study.
 
-Each tick lists the folder once, looks only at files whose inode changed since the last tick
-(see :func:`sc_assets.core.inbox.inbox_changes`), waits for files still being written, hashes
-the ready ones and compares the hash with the last observed data version of
-``raw_count_matrix``: a new or changed content gets a ``samples`` partition (if new), an
-observation and exactly one ``ingest_sample`` run; a file copied over with the same bytes gets
-nothing. Invalid names and vanished sources are logged once and never become partitions.
+Each tick lists the study once (its samplesheet, or its data folder), looks only at samples
+whose files' inode changed since the last tick, or all of them when the samplesheet changed
+(see :func:`sc_assets.core.inbox.inbox_changes`), waits for files still being written, and
+compares each ready sample's data version (files and samplesheet row) with the last observed
+one of ``raw_count_matrix``: a new or changed sample gets a ``samples`` partition (if new), an
+observation and exactly one ``ingest_sample`` run; the same bytes copied again, or a sheet
+edit that leaves a row as it was, get nothing. Files are hashed only when their stat changed.
+Ignored entries, vanished sources and an invalid samplesheet are logged once; a bad sheet
+changes nothing.
 """
 
+import hashlib
 import time
 from dataclasses import replace
 
@@ -20,12 +24,13 @@ from dagster import (
     sensor,
 )
 
-from sc_assets.core.inbox import InboxCursor, content_hash, inbox_changes, scan_inbox
+from sc_assets.core.inbox import InboxCursor, inbox_changes
+from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.jobs import reference_job, sample_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
 from sc_assets.resources import SampleInbox
 from sc_assets.sample_status import samples_to_forget
-from sc_assets.sources import observed_sources, source_observation
+from sc_assets.sources import observed_sources, sample_version, source_observation
 
 #: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
 #: one tick hash gigabytes.
@@ -41,18 +46,30 @@ def build_new_samples_sensor(interval_seconds: int):
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            "Watches SC_ASSETS_DATA_DIR: a new or changed GSM*_count_matrix.csv.gz gets a "
-            "samples partition and one ingest_sample run (run key = content hash). Hidden, "
-            "partial (.part/.tmp), still-growing and badly named files are not ingested; "
-            "bad names are reported once."
+            "Watches the study (its samplesheet, or SC_ASSETS_DATA_DIR): a new or changed "
+            "sample (files or samplesheet row) gets a samples partition and one ingest_sample "
+            "run (run key = data version). Hidden, partial (.part/.tmp), still-growing and "
+            "unrecognised files are not ingested and are reported once; an invalid "
+            "samplesheet is reported once with all its problems and changes nothing."
         ),
     )
     def new_samples_sensor(context: SensorEvaluationContext, inbox: SampleInbox) -> SensorResult:
         instance = context.instance
+        cursor = InboxCursor.from_json(context.cursor)
+        try:
+            scan = inbox.scan()
+        except SamplesheetError as error:
+            digest = hashlib.sha256(str(error).encode()).hexdigest()[:16]
+            if digest != cursor.sheet_error:
+                context.log.error(f"the samplesheet is not used, nothing changes:\n{error}")
+            return SensorResult(
+                cursor=replace(cursor, sheet_error=digest).to_json(),
+                skip_reason=f"invalid samplesheet ({len(error.problems)} problems): see the log",
+            )
         known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
         changes = inbox_changes(
-            scan_inbox(inbox.data_dir),
-            InboxCursor.from_json(context.cursor),
+            scan,
+            cursor,
             known_keys=known,
             now_ns=time.time_ns(),
             settle_ns=interval_seconds * 1_000_000_000,
@@ -69,7 +86,7 @@ def build_new_samples_sensor(interval_seconds: int):
             )
             for key in changes.newly_missing
         ]
-        notes += [f"{f.path.name} is still being written" for f in changes.settling]
+        notes += [f"{s.path.name} is still being written" for s in changes.settling]
         if changes.deferred:
             notes.append(
                 f"{len(changes.deferred)} more files wait for the next ticks "
@@ -96,24 +113,25 @@ def build_new_samples_sensor(interval_seconds: int):
                 cursor=cursor,
             )
 
-        previous = observed_sources(instance, [f.partition_key for f in changes.ready])
+        previous = observed_sources(instance, [s.partition_key for s in changes.ready])
         run_requests, observations = [], []
-        for file in changes.ready:
+        for sample in changes.ready:
+            seen = previous.get(sample.partition_key)
             try:
-                sha256 = content_hash(file.path)
+                version, file_hashes = sample_version(sample, seen)
             except OSError as error:  # vanished or unreadable since the scan: next tick
-                notes.append(f"cannot read {file.path.name}: {error}")
+                notes.append(f"cannot read {sample.path.name}: {error}")
                 continue
-            if (seen := previous.get(file.partition_key)) and seen.sha256 == sha256:
-                notes.append(f"{file.path.name} unchanged (same content): nothing to do")
+            if seen is not None and seen.sha256 == version:
+                notes.append(f"{sample.partition_key} unchanged (same content): nothing to do")
                 continue
-            observations.append(source_observation(file, sha256))
+            observations.append(source_observation(sample, version, file_hashes))
             run_requests.append(
                 RunRequest(
-                    run_key=f"{file.partition_key}:{sha256[:16]}:{file.ctime_ns}",
+                    run_key=f"{sample.partition_key}:{version[:16]}:{sample.ctime_ns}",
                     job_name=sample_job.name,
-                    partition_key=file.partition_key,
-                    tags={"sc_assets/source_sha256": sha256},
+                    partition_key=sample.partition_key,
+                    tags={"sc_assets/source_sha256": version},
                 )
             )
         return _result(

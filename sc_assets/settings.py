@@ -21,6 +21,7 @@ class Settings:
     """Platform settings; :meth:`from_env` documents the variable behind each field."""
 
     data_dir: Path
+    samplesheet: Path | None
     storage_dir: str
     dagster_home: Path
     reference_genes: Path | None
@@ -52,8 +53,10 @@ class Settings:
             )
         storage = get("SC_ASSETS_STORAGE_DIR", "storage")
         reference = get("SC_ASSETS_REFERENCE_GENES", "")
+        samplesheet = get("SC_ASSETS_SAMPLESHEET", "")
         return cls(
             data_dir=Path(get("SC_ASSETS_DATA_DIR", "data")).absolute(),
+            samplesheet=Path(samplesheet).absolute() if samplesheet else None,
             storage_dir=storage if "://" in storage else str(Path(storage).absolute()),
             dagster_home=Path(get("DAGSTER_HOME", ".dagster_home")).absolute(),
             reference_genes=Path(reference).absolute() if reference else None,

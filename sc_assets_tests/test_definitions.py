@@ -16,7 +16,14 @@ EXPECTED_CHECKS = {
         "empty_cells",
         "mt_genes",
     ],
-    "merged_adata": ["cell_count", "gene_set", "sparsity", "counts_layer", "unique_obs_names"],
+    "merged_adata": [
+        "cell_count",
+        "gene_set",
+        "sparsity",
+        "counts_layer",
+        "unique_obs_names",
+        "protein_panel",
+    ],
 }
 
 

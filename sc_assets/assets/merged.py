@@ -17,10 +17,10 @@ from upath import UPath
 from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.automation import merge_when_samples_settle
 from sc_assets.checks import merged_check_specs, table_metadata, to_check_result
-from sc_assets.core import parse_partition_key
 from sc_assets.core.h5ad import H5adLayout, read_h5ad_layout
 from sc_assets.core.merge import MergeSummary, merge_h5ad
-from sc_assets.core.validation import merged_outcomes
+from sc_assets.core.samples import sample_label
+from sc_assets.core.validation import merged_outcomes, protein_panel_outcome
 from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad, is_local
 from sc_assets.resources import CheckThresholds
 from sc_assets.sample_status import sample_statuses
@@ -67,15 +67,18 @@ def merged_adata(
                 )
             },
         )
-    sources = [(parse_partition_key(key).sample, _local(path)) for key, path in paths.items()]
+    sources = [(sample_label(key), _local(path)) for key, path in paths.items()]
     merged = DeferredH5ad(
         write=lambda tmp, compression: _merge(sources, tmp, compression),
         describe=lambda result: _describe(result[0]),
     )
     yield Output(merged, metadata={"samples": MetadataValue.json(list(paths))})
     summary, layout = merged.result
-    sample_genes = {label: read_h5ad_layout(path).var_names for label, path in sources}
-    for outcome in merged_outcomes(summary, layout, sample_genes, check_thresholds.thresholds):
+    layouts = {label: read_h5ad_layout(path) for label, path in sources}
+    sample_genes = {label: sample.var_names for label, sample in layouts.items()}
+    outcomes = merged_outcomes(summary, layout, sample_genes, check_thresholds.thresholds)
+    outcomes.append(protein_panel_outcome({k: v.protein_panel for k, v in layouts.items()}))
+    for outcome in outcomes:
         yield to_check_result(outcome, context.asset_key)
 
 

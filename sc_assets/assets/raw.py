@@ -9,14 +9,15 @@ raw_count_matrix = AssetSpec(
     "raw_count_matrix",
     partitions_def=samples_partitions,
     group_name="single_cell",
-    kinds={"csv"},
+    kinds={"file"},
     owners=OWNERS,
     tags=tags("source"),
     description=(
-        "A per-sample count matrix file as it landed in the input folder "
-        "(SC_ASSETS_DATA_DIR): genes x cells, gzipped CSV, named "
-        "`GSM<id>_<Condition><donor>_count_matrix.csv.gz`. Not produced here: the "
-        "new_samples_sensor and nightly_reingest observe it, and its data version is the "
-        "file's SHA-256, so the UI shows which sample_adata partitions are stale."
+        "A sample's input as it landed: a row of the samplesheet (SC_ASSETS_SAMPLESHEET) or "
+        "a file or folder of the data folder (SC_ASSETS_DATA_DIR), in any supported layout "
+        "(GEO CSV/TSV, Cell Ranger HDF5 or MTX, STARsolo, h5ad). Not produced here: the "
+        "new_samples_sensor and nightly_reingest observe it; its data version is the "
+        "file's SHA-256 (a single file found in the data folder) or a hash of its files and "
+        "its samplesheet row, so the UI shows which sample_adata partitions are stale."
     ),
 )

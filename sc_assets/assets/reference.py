@@ -4,8 +4,10 @@ from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.core import CountMatrixError
-from sc_assets.core.genes import read_features_file, read_sample_genes
+from sc_assets.core.genes import read_features_file
 from sc_assets.core.qc import MT_PREFIX
+from sc_assets.core.readers import read_gene_names
+from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.core.validation import gene_list_hash
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.resources import SampleInbox
@@ -22,9 +24,10 @@ from sc_assets.resources import SampleInbox
         "The reference gene list (one symbol per line, made unique) that the gene_set check "
         "compares every sample with. From the configured features file "
         "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first sample in "
-        "partition-key order whose header and gene names read cleanly (its counts are not "
-        "read). Materialized once and then pinned, so every sample is compared "
-        "with the same list whatever order the runs finish in; re-materialize it to re-pin."
+        "partition-key order whose gene names read cleanly (only its features or header and "
+        "gene column are read, not its counts). Materialized once and then pinned, so every "
+        "sample is compared with the same list whatever order the runs finish in; "
+        "re-materialize it to re-pin."
     ),
 )
 def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Output[list[str]]:
@@ -36,10 +39,16 @@ def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Outpu
         keys = sorted(context.instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
         if not keys:
             raise Failure("No sample partitions yet: register samples before pinning genes.")
+        try:
+            inputs = inbox.scan().samples
+        except SamplesheetError as error:
+            raise Failure(f"cannot pin genes: {error}") from None
         for key in keys:
             try:
-                genes = read_sample_genes(inbox.sample_file(key))
-            except (CountMatrixError, FileNotFoundError) as error:
+                if key not in inputs:
+                    raise FileNotFoundError("its input is no longer in the study")
+                genes = read_gene_names(inputs[key].spec)
+            except (CountMatrixError, OSError) as error:
                 context.log.warning(f"{key} cannot serve as gene reference: {error}")
                 skipped.append(key)
                 continue

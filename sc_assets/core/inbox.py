@@ -1,6 +1,8 @@
-"""The input folder ("inbox") where per-sample files land: what is there, and what changed.
+"""The inbox of a study: what changed since the last look, and the content hash of a file.
 
-Pure file-system logic shared by the CLI's ingest, the sensor and the nightly schedule.
+What a study holds is found by :mod:`sc_assets.core.discovery` (re-exported here); this module
+compares one listing with the last one. Pure file-system logic shared by the CLI's ingest,
+the sensor and the nightly schedule.
 """
 
 from __future__ import annotations
@@ -10,81 +12,26 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sc_assets.core.errors import SampleNameError
-from sc_assets.core.names import parse_sample_name
+from sc_assets.core.discovery import (
+    IgnoredFile,
+    InboxScan,
+    SampleInput,
+    data_version,
+    scan_inbox,
+)
 
-
-@dataclass(frozen=True)
-class SampleFile:
-    """A valid per-sample file as seen by one scan."""
-
-    partition_key: str
-    path: Path
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    """Inode change time: set on create, copy, rename and replace, and not settable by users,
-    so it reveals a file dropped in with a preserved (old) modification time."""
-
-    @property
-    def signature(self) -> str:
-        """Cheap identity of the file's current version: ``<size>-<mtime_ns>``."""
-        return f"{self.size}-{self.mtime_ns}"
-
-
-@dataclass(frozen=True)
-class IgnoredFile:
-    """A file in the inbox that is not a sample file."""
-
-    name: str
-    reason: str
-    ctime_ns: int
-
-
-@dataclass(frozen=True)
-class InboxScan:
-    """One listing of the inbox."""
-
-    samples: dict[str, SampleFile]
-    """Partition key -> file, for every file with a valid sample name."""
-    ignored: dict[str, IgnoredFile]
-    """File name -> a file that is not a sample (bad name, partial download...)."""
-
-
-def scan_inbox(data_dir: str | os.PathLike[str]) -> InboxScan:
-    """List ``data_dir``: valid sample files with their stat, and the names that are not.
-
-    Hidden files (``.name``, e.g. temporary files of a copy in progress) and folders are
-    skipped silently; anything else that is not a valid sample name is listed in ``ignored``.
-    One ``scandir`` and one ``stat`` per file: 10,000 files take a few tens of milliseconds.
-    """
-    samples: dict[str, SampleFile] = {}
-    ignored: dict[str, IgnoredFile] = {}
-    with os.scandir(data_dir) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if not entry.is_file():
-                    continue
-                stat = entry.stat()
-            except FileNotFoundError:  # removed between listing and stat
-                continue
-            try:
-                sample = parse_sample_name(entry.name)
-            except SampleNameError as error:
-                ignored[entry.name] = IgnoredFile(entry.name, str(error), stat.st_ctime_ns)
-                continue
-            samples[sample.partition_key] = SampleFile(
-                partition_key=sample.partition_key,
-                path=Path(entry.path),
-                size=stat.st_size,
-                mtime_ns=stat.st_mtime_ns,
-                ctime_ns=stat.st_ctime_ns,
-            )
-    return InboxScan(samples=dict(sorted(samples.items())), ignored=dict(sorted(ignored.items())))
+__all__ = [
+    "IgnoredFile",
+    "InboxChanges",
+    "InboxCursor",
+    "InboxScan",
+    "SampleInput",
+    "content_hash",
+    "data_version",
+    "inbox_changes",
+    "scan_inbox",
+]
 
 
 def content_hash(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
@@ -110,6 +57,8 @@ class InboxCursor:
     settling: dict[str, str] = field(default_factory=dict)
     """Partition key -> signature seen last time, for files not yet ready."""
     missing: tuple[str, ...] = ()
+    sheet_error: str = ""
+    """Digest of the samplesheet's problems when it was last found invalid (reported once)."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -118,6 +67,7 @@ class InboxCursor:
                 "at_high_water": list(self.at_high_water),
                 "settling": self.settling,
                 "missing": list(self.missing),
+                "sheet_error": self.sheet_error,
             },
             separators=(",", ":"),
         )
@@ -132,6 +82,7 @@ class InboxCursor:
             at_high_water=tuple(data.get("at_high_water", ())),
             settling=dict(data.get("settling", {})),
             missing=tuple(data.get("missing", ())),
+            sheet_error=str(data.get("sheet_error", "")),
         )
 
 
@@ -139,11 +90,11 @@ class InboxCursor:
 class InboxChanges:
     """What changed in the inbox since the cursor, and the cursor to keep."""
 
-    ready: list[SampleFile]
-    """New or changed files whose size and time stopped changing: ingest them."""
-    settling: list[SampleFile]
+    ready: list[SampleInput]
+    """New or changed samples whose files stopped changing: ingest them."""
+    settling: list[SampleInput]
     """New or changed files still being written: look again next time."""
-    deferred: list[SampleFile]
+    deferred: list[SampleInput]
     """Ready files beyond ``max_ready``: released by the next looks."""
     new_ignored: list[IgnoredFile]
     """Files with invalid names that appeared since the last look (reported once)."""
@@ -177,9 +128,9 @@ def inbox_changes(
             ctime_ns == cursor.high_water_ns and name not in handled_at_mark
         )
 
-    ready: list[SampleFile] = []
-    settling: list[SampleFile] = []
-    deferred: list[SampleFile] = []
+    ready: list[SampleInput] = []
+    settling: list[SampleInput] = []
+    deferred: list[SampleInput] = []
     for key, file in scan.samples.items():
         if not (is_new(file.ctime_ns, key) or key in cursor.settling):
             continue

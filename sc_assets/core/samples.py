@@ -46,7 +46,8 @@ class SampleSpec:
     genome
         For inputs with several genomes (Cell Ranger 1-2): the one to read.
     metadata
-        obs columns given to every cell of the sample, in order: ``(column, value)``.
+        obs columns given to every cell of the sample, in order: ``(column, value)``; a value
+        of None is missing (an empty samplesheet cell).
     categorical
         Which of the ``metadata`` columns are categorical (the others keep their Python type).
     line
@@ -59,7 +60,7 @@ class SampleSpec:
     orientation: str = "genes_x_cells"
     counts_layer: str | None = None
     genome: str | None = None
-    metadata: tuple[tuple[str, str | int], ...] = ()
+    metadata: tuple[tuple[str, str | int | None], ...] = ()
     categorical: frozenset[str] = field(default_factory=frozenset)
     line: int | None = None
 
@@ -94,7 +95,7 @@ class SampleSpec:
             described["counts_layer"] = self.counts_layer
         if self.genome:
             described["genome"] = self.genome
-        described.update({name: str(value) for name, value in self.metadata})
+        described.update({name: str(value) for name, value in self.metadata if value is not None})
         return described
 
 

@@ -22,13 +22,20 @@ def test_scan_lists_valid_files_and_reports_bad_names(tmp_path):
     write(tmp_path, NAME)
     write(tmp_path, "GSM5320460_Ctrl2_count_matrix.csv.gz.part")
     write(tmp_path, "notes.txt")
-    write(tmp_path, ".GSM5320461_Ctrl3_count_matrix.csv.gz")  # hidden: silent
-    (tmp_path / "GSM5320462_Ctrl4_count_matrix.csv.gz").mkdir()  # a folder: silent
+    write(tmp_path, ".GSM5320461_Ctrl3_count_matrix.csv.gz")  # hidden: reported, not read
+    (tmp_path / "GSM5320462_Ctrl4_count_matrix.csv.gz").mkdir()  # an empty folder
     scan = scan_inbox(tmp_path)
     assert list(scan.samples) == ["GSM5320459_Ctrl1"]
     assert scan.samples["GSM5320459_Ctrl1"].size == 1
-    assert sorted(scan.ignored) == ["GSM5320460_Ctrl2_count_matrix.csv.gz.part", "notes.txt"]
+    assert sorted(scan.ignored) == [
+        ".GSM5320461_Ctrl3_count_matrix.csv.gz",
+        "GSM5320460_Ctrl2_count_matrix.csv.gz.part",
+        "GSM5320462_Ctrl4_count_matrix.csv.gz",
+        "notes.txt",
+    ]
     assert "expected GSM<digits>" in scan.ignored["notes.txt"].reason
+    assert scan.ignored[".GSM5320461_Ctrl3_count_matrix.csv.gz"].reason.startswith("hidden")
+    assert "an empty folder" in scan.ignored["GSM5320462_Ctrl4_count_matrix.csv.gz"].reason
 
 
 def changes(folder, cursor=None, known=(), settle_s=30, **kw):

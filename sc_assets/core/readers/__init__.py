@@ -28,6 +28,7 @@ from pathlib import Path
 import anndata as ad
 
 from sc_assets.core.errors import CountMatrixError
+from sc_assets.core.readers._contract import PROTEIN_KEY, UNS_KEY
 from sc_assets.core.readers._source import (
     FORMATS,
     Reader,
@@ -40,6 +41,8 @@ from sc_assets.core.samples import SampleSpec, geo_spec
 
 __all__ = [
     "FORMATS",
+    "PROTEIN_KEY",
+    "UNS_KEY",
     "ReadOptions",
     "Source",
     "detect_layout",
