@@ -224,8 +224,7 @@ def test_protein_panel_passes_when_every_sample_has_the_same_panel():
     assert outcome.passed and outcome.status == "pass"
     assert outcome.summary == "5 antibodies"
     assert outcome.description == (
-        "All 3 samples with antibody counts have the same panel of 5 antibodies, in the same "
-        "order."
+        "All 3 samples with antibody counts have the same panel of 5 antibodies, in the same order."
     )
     assert outcome.metadata["n_samples_with_panel"] == 3
     assert outcome.metadata["panel_size"] == 5
