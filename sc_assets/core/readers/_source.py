@@ -110,6 +110,8 @@ def describe_input(path: Path, head: bytes) -> str:
         return "an empty file (0 bytes)"
     with open(path, "rb") as f:
         raw = f.read(16)
+    if raw.startswith(GZIP_MAGIC) and head.startswith(HDF5_MAGIC):
+        return "a gzip-compressed HDF5 file: decompress it first (gunzip)"
     if head.startswith(HDF5_MAGIC):
         return _describe_hdf5(path)
     if (
