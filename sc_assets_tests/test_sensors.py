@@ -21,14 +21,17 @@ SENSOR = build_new_samples_sensor(interval_seconds=30)
 class Ticker:
     """Evaluates the sensor like the daemon does: carries the cursor, applies its requests."""
 
-    def __init__(self, instance, data_dir):
+    def __init__(self, instance, data_dir, samplesheet=None):
         self.instance, self.data_dir, self.cursor = instance, data_dir, None
+        self.samplesheet = samplesheet
 
     def tick(self) -> SensorResult:
+        inbox = SampleInbox(
+            data_dir=str(self.data_dir),
+            samplesheet=str(self.samplesheet) if self.samplesheet else None,
+        )
         with build_sensor_context(
-            instance=self.instance,
-            cursor=self.cursor,
-            resources={"inbox": SampleInbox(data_dir=str(self.data_dir))},
+            instance=self.instance, cursor=self.cursor, resources={"inbox": inbox}
         ) as context:
             result = SENSOR(context)
         self.cursor = result.cursor
