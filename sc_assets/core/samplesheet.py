@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sc_assets.core.errors import CountMatrixError
 from sc_assets.core.qc import OBS_QC_COLUMNS
-from sc_assets.core.readers import FORMATS, Source, detect_layout
+from sc_assets.core.readers import FORMATS, Source, detect_layout, format_matches
 from sc_assets.core.samples import ORIENTATIONS, SAMPLE_NAME_RE, SampleSpec, sample_label
 
 #: Columns every samplesheet has.
@@ -379,7 +379,7 @@ class _RowChecker:
     ) -> Iterator[tuple[str, str]]:
         """Options that contradict the detected layout, or that it would ignore."""
         found = f"{source.detail} ({source.layout})"
-        if options["format"] in FORMATS and options["format"] != source.layout:
+        if options["format"] in FORMATS and not format_matches(options["format"], source.layout):
             yield "format", f"given as {options['format']}, but the input is {found}"
         for column, layouts in OPTION_LAYOUTS.items():
             value = options[column]

@@ -35,6 +35,7 @@ from sc_assets.core.readers._source import (
     ReadOptions,
     Source,
     describe_input,
+    format_matches,
     read_head,
 )
 from sc_assets.core.samples import SampleSpec, geo_spec
@@ -46,14 +47,18 @@ __all__ = [
     "ReadOptions",
     "Source",
     "detect_layout",
+    "format_matches",
     "read_count_matrix",
     "read_gene_names",
     "read_sample",
+    "warm_up",
 ]
 
 
 def _readers() -> tuple[Reader, ...]:
-    # Imported here: the text reader's parser needs numba, which only sample runs load.
+    # Imported on first use: their imports (scipy.io, anndata.io, h5py) cost ~55 ms that
+    # processes which never detect a layout (most Dagster runs) need not pay. None of them
+    # loads numba until it reads a matrix.
     from sc_assets.core.readers import h5ad, mtx, tenx_h5, text
 
     # Order matters only where two could claim an input: HDF5 layouts are told apart by their
@@ -90,7 +95,7 @@ def detect_layout(path: str | os.PathLike[str], format: str = "auto") -> Source:
         found = describe_input(path, head)
         problem = f"not a supported count matrix: found {found}; supported layouts: "
         raise CountMatrixError(path, problem + ", ".join(FORMATS))
-    if format not in ("auto", source.layout):
+    if not format_matches(format, source.layout):
         problem = f"the format is given as {format}, but this is {source.detail} ({source.layout})"
         raise CountMatrixError(path, problem)
     return source
@@ -167,3 +172,28 @@ def _read(source: Source, options: ReadOptions, spec: SampleSpec | None) -> ad.A
 
 def _reader(source: Source) -> Reader:
     return next(reader for reader in _readers() if source.layout in reader.LAYOUTS)
+
+
+def warm_up() -> None:
+    """Load every reader's compiled code now, not in the first read.
+
+    The ingest workers call it when they start: the CSV parser (``text.warm_up``), then the
+    loops of the HDF5 and MTX readers and of the QC sums, by reading two tiny files.
+    """
+    import tempfile
+
+    import scipy.sparse as sp
+
+    from sc_assets.core.readers import text
+    from sc_assets.core.tenx_writers import write_10x_h5, write_10x_mtx
+
+    text.warm_up()
+    X = sp.csr_matrix([[1, 0, 2], [0, 3, 0]])
+    names = dict(
+        barcodes=["A-1", "B-1"], gene_ids=["G1", "G2", "G3"], gene_names=["x", "y", "MT-z"]
+    )
+    with tempfile.TemporaryDirectory(prefix="sc-assets-warm-up-") as folder:
+        write_10x_h5(os.path.join(folder, "m.h5"), X, **names)
+        write_10x_mtx(os.path.join(folder, "mtx"), X, **names)
+        for name in ("m.h5", "mtx"):
+            read_count_matrix(os.path.join(folder, name))

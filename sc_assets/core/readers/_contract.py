@@ -17,6 +17,7 @@ features, a cells x features CSR matrix, and whatever annotations the input carr
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,35 +126,35 @@ def counts_adata(data: CountData, spec: SampleSpec | None = None) -> ad.AnnData:
         features = _subset(features, gene_mask)
         sums, X_copy = None, None
 
-    genes = unique_gene_names(features.names)
-    flagged = np.fromiter((g.startswith(MT_PREFIX) for g in features.names), bool, len(genes))
-    if sums is None:
-        sums = csr_sums(X, flagged)
+    flagged = np.fromiter((g.startswith(MT_PREFIX) for g in features.names), bool, X.shape[1])
+    # The QC sums (and the counts copy, if the reader made none) on other threads, which
+    # release the GIL, while this one builds the tables.
+    with ThreadPoolExecutor(2, thread_name_prefix="sc-assets-counts") as pool:
+        copying = pool.submit(X.copy) if X_copy is None else None
+        summing = pool.submit(csr_sums, X, flagged) if sums is None else None
+        genes = unique_gene_names(features.names)
+        metadata = spec.obs_columns(n_cells) if spec is not None else {}
+        obs_columns: dict[str, Any] = dict(metadata)
+        if data.annotations is not None:
+            for name, column in data.annotations.items():
+                if name not in metadata and name not in OBS_QC_COLUMNS:
+                    obs_columns[str(name)] = column.array  # values, not aligned on an index
+        var_columns: dict[str, Any] = {}
+        for column, values in (
+            ("gene_ids", features.ids),
+            ("feature_types", features.types),
+            ("genome", features.genomes),
+        ):
+            if values is not None:
+                var_columns[column] = np.asarray(values, dtype=object)
+        var_columns["mt"] = flagged
+        sums = sums if summing is None else summing.result()
+        X_copy = X_copy if copying is None else copying.result()
     obs_qc, var_qc = qc_metrics(sums)
-    obs_index = pd.Index(data.barcodes, dtype=object)
-    metadata = spec.obs_columns(n_cells) if spec is not None else {}
-    obs_columns: dict[str, Any] = dict(metadata)
-    if data.annotations is not None:
-        for name, column in data.annotations.items():
-            if name not in metadata and name not in OBS_QC_COLUMNS:
-                obs_columns[str(name)] = column.array  # values, not aligned on an index
-    obs_columns.update(obs_qc)
-    obs = pd.DataFrame(obs_columns, index=obs_index)
-
-    var_columns: dict[str, Any] = {}
-    for column, values in (
-        ("gene_ids", features.ids),
-        ("feature_types", features.types),
-        ("genome", features.genomes),
-    ):
-        if values is not None:
-            var_columns[column] = np.asarray(values, dtype=object)
-    var_columns["mt"] = flagged
-    var_columns.update(var_qc)
-    var = pd.DataFrame(var_columns, index=pd.Index(genes, dtype=object))
-
+    obs = pd.DataFrame({**obs_columns, **obs_qc}, index=pd.Index(data.barcodes, dtype=object))
+    var = pd.DataFrame({**var_columns, **var_qc}, index=pd.Index(genes, dtype=object))
     adata = ad.AnnData(X=X, obs=obs, var=var, obsm=obsm or None, uns={UNS_KEY: uns})
-    adata.layers[COUNTS_LAYER] = X_copy if X_copy is not None else X.copy()
+    adata.layers[COUNTS_LAYER] = X_copy
     return adata
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,10 +15,18 @@ if TYPE_CHECKING:
 #: Layout names, as a samplesheet's ``format`` column gives them (besides ``auto``).
 FORMATS = ("csv", "tsv", "10x_h5", "10x_mtx", "starsolo", "h5ad")
 
+#: Layouts that are also another: STARsolo's output is a 10x MTX folder.
+_ALSO = {"starsolo": "10x_mtx"}
+
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes of a file read to detect its layout.
 HEAD_BYTES = 4096
+
+
+def format_matches(format: str, layout: str) -> bool:
+    """Whether a detected ``layout`` is what a samplesheet's ``format`` asks for."""
+    return format in ("auto", layout, _ALSO.get(layout))
 
 
 @dataclass(frozen=True)
@@ -88,13 +95,6 @@ def read_head(path: Path) -> bytes:
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == GZIP_MAGIC
-
-
-def open_text(path: Path):
-    """``path`` opened as UTF-8 text, through gzip when it is gzip (whatever its name)."""
-    if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
 
 
 def describe_input(path: Path, head: bytes) -> str:

@@ -13,16 +13,13 @@ A sample is a trio of files: ``matrix.mtx`` (genes x cells, Matrix Market coordi
   folder holding exactly one trio (:func:`find_trios` lists a folder's trios).
 
 The entries are parsed by scipy's Matrix Market reader (fast_matrix_market: C++, threaded),
-fed by ISA-L for gzip (half the time of the stdlib's gzip). Its output, coordinates and float64
-values (16 bytes an entry), becomes the contract's CSR in place: Cell Ranger writes the entries
-grouped by cell with genes descending, so the CSR is those arrays with each cell's run reversed
-(R's ``writeMM`` and scipy's ``mmwrite`` order, genes ascending, needs nothing), and the float32
-counts go into the buffer of the cell coordinates, which indptr replaces. The peak memory is
-thus that of the result, X and its counts copy (also 16 bytes an entry). Entries in any other
-order are sorted in place first, repeated ones summed.
+fed by ISA-L for gzip (half the time of the stdlib's gzip), and become the contract's CSR in
+place (:mod:`._mtx_entries`, numba, imported only when a matrix is read): the peak memory is
+that of the result, X and its counts copy (16 bytes an entry).
 
-A full-size sample (33,538 genes x 9,000 cells, 15.4 M entries, 57 MB gzipped) reads in 2.4-3.2 s
-with a 280 MB peak; ``scanpy.read_10x_mtx`` takes 7.5 s and 940 MB (medians on 2 busy cores).
+A full-size sample (33,538 genes x 9,000 cells, 15.4 M entries, 57 MB gzipped) reads in 1.1-1.5 s
+with a 266 MB peak; ``scanpy.read_10x_mtx`` takes 4.3-5.2 s and 900 MB (fresh processes, 2 busy
+cores).
 """
 
 from __future__ import annotations
@@ -32,14 +29,10 @@ import gzip
 import io
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
-import numpy as np
 import scipy.sparse as sp
-from isal import isal_zlib
 
 # scipy's public mmread allocates the values by the header's field: int64 for "integer", into
 # which fast_matrix_market parses "2.5" as 2 without a word. The cursor API underneath (stable
@@ -48,13 +41,11 @@ from scipy.io import _fast_matrix_market as _fmm
 from scipy.io._fast_matrix_market import _fmm_core
 
 from sc_assets.core._decompress import DECODER, _stream_problem
-from sc_assets.core.atomic import atomic_path
 from sc_assets.core.errors import CountMatrixError
-from sc_assets.core.qc import MT_PREFIX, CountSums
 from sc_assets.core.readers._contract import GENE_EXPRESSION, CountData, Features
 from sc_assets.core.readers._source import GZIP_MAGIC, ReadOptions, Source, read_head
 
-__all__ = ["LAYOUTS", "detect", "find_trios", "read", "read_gene_names", "write_10x_mtx"]
+__all__ = ["LAYOUTS", "detect", "find_trios", "read", "read_gene_names"]
 
 LAYOUTS = ("10x_mtx", "starsolo")
 
@@ -64,7 +55,6 @@ _SEPARATORS = "_-."
 _SOLO_OUT = "Solo.out"
 #: STARsolo feature folders with a gene count matrix, in order of preference.
 _SOLO_FEATURES = ("Gene", "GeneFull")
-_JIT = {"nogil": True, "cache": True}
 
 
 @dataclass(frozen=True)
@@ -291,10 +281,9 @@ def read(source: Source, options: ReadOptions) -> CountData:
         barcodes = _read_lines(trio.barcodes)
         _check_shape(trio, n_genes, n_cells, len(features.names), len(barcodes))
         _check_unique(trio.barcodes, barcodes)
-        flagged = np.fromiter((n.startswith(MT_PREFIX) for n in features.names), bool, n_genes)
-        X, sums = _read_entries(trio.matrix, cursor, flagged)
+        X = _read_entries(trio.matrix, cursor)
     notes = {"genome": options.genome} if len(_trios(source)) > 1 else {}
-    return CountData(source.path, source.layout, barcodes, features, X, sums=sums, notes=notes)
+    return CountData(source.path, source.layout, barcodes, features, X, notes=notes)
 
 
 def read_gene_names(source: Source, options: ReadOptions) -> list[str]:
@@ -395,148 +384,22 @@ def _size_line(path: Path) -> int | None:
     return next((n for n, line in enumerate(lines, 1) if not line.startswith(b"%")), None)
 
 
-def _read_entries(path: Path, cursor, flagged: np.ndarray) -> tuple[sp.csr_matrix, CountSums]:
-    """The entries as a cells x genes canonical CSR (float32, int32) and its QC sums."""
+def _read_entries(path: Path, cursor) -> sp.csr_matrix:
+    """The entries as a cells x genes canonical CSR (float32, int32)."""
+    from sc_assets.core.readers import _mtx_entries  # numba: loaded when a matrix is read
+
     header = cursor.header
-    n_genes, n_cells, nnz = header.nrows, header.ncols, header.nnz
+    n_genes, n_cells = header.nrows, header.ncols
     if max(n_genes, n_cells) >= 2**31:
         problem = f"{n_genes:,} x {n_cells:,}: more than 2**31 - 1 genes or cells"
         raise CountMatrixError(path, problem, line=_size_line(path))
-    rows = np.empty(nnz, np.int32)
-    cols = np.empty(nnz, np.int32)
-    values = np.empty(nnz, np.float64)
-    with _fmm_errors(path, header):
-        _fmm_core.read_body_coo(cursor, rows, cols, values)
-    indptr = np.zeros(n_cells + 1, np.int64)
-    bad, order = _scan(rows, cols, values, indptr)
-    if bad >= 0:
-        value = values[bad]
-        what = "negative" if value < 0 else "not a whole number"
-        problem = f"entry {bad + 1:,} has count {value:g}, {what}: not a raw count matrix"
-        raise CountMatrixError(path, problem, line=_entry_line(path, bad))
-    if order == _UNSORTED:
-        nnz = _sort_entries(rows, cols, values, indptr)
-    np.cumsum(indptr, out=indptr)
-    # The float32 counts take the place of the cell coordinates, which indptr now holds.
-    data = cols.view(np.float32)
-    cell_totals = np.zeros((2, n_cells), np.float64)  # all genes, flagged genes
-    gene_nnz = np.zeros(n_genes, np.int64)
-    gene_total = np.zeros(n_genes, np.float64)
-    descending = order == _DESCENDING
-    _finish(rows, values, indptr, descending, data, flagged, cell_totals, gene_nnz, gene_total)
-    del values, cols
-    if nnz < rows.size:  # repeated entries were summed: release the tail
-        rows, data = rows[:nnz].copy(), data[:nnz].copy()
-    pointer = np.int32 if nnz < 2**31 else np.int64
-    X = sp.csr_matrix(
-        (data, rows.astype(pointer, copy=False), indptr.astype(pointer)),
-        shape=(n_cells, n_genes),
-    )
-    X.has_sorted_indices = True
-    X.has_canonical_format = True
-    # rounded as csr_sums rounds its float64 sums of the float32 counts
-    cell_total, cell_flagged = np.rint(cell_totals).astype(np.int64)
-    sums = CountSums(
-        cell_nnz=np.diff(indptr),
-        cell_total=cell_total,
-        cell_flagged_total=cell_flagged,
-        gene_nnz=gene_nnz,
-        gene_total=np.rint(gene_total).astype(np.int64),
-        gene_flagged=flagged,
-    )
-    return X, sums
-
-
-_DESCENDING, _ASCENDING, _UNSORTED = 0, 1, 2
-
-
-@numba.njit(**_JIT)
-def _scan(rows, cols, values, counts):
-    """One pass: the first value that is no count (-1 if none), the order, entries per cell.
-
-    ``counts[c + 1]`` gets the entries of cell ``c``. The order is ``_DESCENDING`` when the
-    entries are grouped by cell with genes in strictly descending order (Cell Ranger's),
-    ``_ASCENDING`` for strictly ascending, else ``_UNSORTED`` (including repeated entries).
-    """
-    descending = ascending = True
-    for k in range(rows.size):
-        value = values[k]
-        if not (value >= 0 and value == np.floor(value) and value < np.inf):
-            return k, _UNSORTED
-        counts[cols[k] + 1] += 1
-        if k > 0 and (descending or ascending):
-            if cols[k] < cols[k - 1]:
-                descending = ascending = False
-            elif cols[k] == cols[k - 1]:
-                descending = descending and rows[k] < rows[k - 1]
-                ascending = ascending and rows[k] > rows[k - 1]
-    return -1, _DESCENDING if descending else _ASCENDING if ascending else _UNSORTED
-
-
-@numba.njit(**_JIT)
-def _sort_entries(rows, cols, values, counts):
-    """Sort the entries by cell then gene in place, summing repeats; returns the entries left.
-
-    An in-place counting sort (each entry is swapped straight into its cell's run), so no
-    array the size of the matrix is allocated; ``counts`` (entries per cell, shifted by one as
-    :func:`_scan` leaves it) is updated for the summed repeats.
-    """
-    n_cells = counts.size - 1
-    starts = np.cumsum(counts)
-    next_free = starts[:-1].copy()
-    for c in range(n_cells):
-        while next_free[c] < starts[c + 1]:
-            k = next_free[c]
-            home = cols[k]
-            if home == c:
-                next_free[c] += 1
-                continue
-            target = next_free[home]
-            next_free[home] += 1
-            rows[k], rows[target] = rows[target], rows[k]
-            cols[k], cols[target] = cols[target], cols[k]
-            values[k], values[target] = values[target], values[k]
-    kept = 0
-    for c in range(n_cells):
-        start, stop = starts[c], starts[c + 1]
-        order = np.argsort(rows[start:stop], kind="mergesort")
-        run_rows = rows[start:stop][order]
-        run_values = values[start:stop][order]
-        first = kept
-        for t in range(run_rows.size):
-            if kept > first and rows[kept - 1] == run_rows[t]:
-                values[kept - 1] += run_values[t]
-            else:
-                rows[kept] = run_rows[t]
-                values[kept] = run_values[t]
-                kept += 1
-        counts[c + 1] = kept - first
-    return kept
-
-
-@numba.njit(**_JIT)
-def _finish(rows, values, indptr, descending, data, flagged, cell_totals, gene_nnz, gene_total):
-    """Make the CSR in place (reverse each cell's genes if ``descending``), cast the values
-    into ``data`` (float32) and take the QC sums on the way."""
-    for c in range(indptr.size - 1):
-        start, stop = indptr[c], indptr[c + 1]
-        if descending:
-            for t in range((stop - start) // 2):
-                a, b = start + t, stop - 1 - t
-                rows[a], rows[b] = rows[b], rows[a]
-        total = 0.0
-        flagged_total = 0.0
-        for k in range(start, stop):
-            value = np.float32(values[stop - 1 - (k - start)] if descending else values[k])
-            data[k] = value
-            gene = rows[k]
-            total += value
-            if flagged[gene]:
-                flagged_total += value
-            gene_nnz[gene] += 1
-            gene_total[gene] += value
-        cell_totals[0, c] = total
-        cell_totals[1, c] = flagged_total
+    try:
+        with _fmm_errors(path, header):
+            return _mtx_entries.read_csr(cursor)
+    except _mtx_entries.NotACount as bad:
+        what = "negative" if bad.value < 0 else "not a whole number"
+        problem = f"entry {bad.entry + 1:,} has count {bad.value:g}, {what}: not a raw count matrix"
+        raise CountMatrixError(path, problem, line=_entry_line(path, bad.entry)) from None
 
 
 def _entry_line(path: Path, entry: int) -> int | None:
@@ -640,163 +503,3 @@ def _check_unique(path: Path, barcodes: list[str]) -> None:
         if first != number:
             problem = f"barcode {barcode!r} is on lines {first:,} and {number:,}: must be unique"
             raise CountMatrixError(path, problem, line=number)
-
-
-# --- write -------------------------------------------------------------------------------
-
-
-def write_10x_mtx(
-    folder_or_prefix: str | os.PathLike[str],
-    X: sp.spmatrix | sp.sparray | np.ndarray,
-    barcodes: Sequence[str],
-    gene_ids: Sequence[str],
-    gene_names: Sequence[str],
-    *,
-    feature_types: Sequence[str] | None = None,
-    version: int = 3,
-    compress: bool | None = None,
-    prefix: str = "",
-) -> dict[str, Path]:
-    """Write cells x genes counts as Cell Ranger writes an MTX folder.
-
-    Parameters
-    ----------
-    folder_or_prefix
-        The folder to write into (created if missing), or a path prefix ending in ``_``,
-        ``-`` or ``.`` (``data/GSM123_`` writes ``data/GSM123_matrix.mtx.gz``...).
-    X
-        Cells x genes counts (sparse or dense), whole non-negative numbers.
-    barcodes, gene_ids, gene_names
-        One per cell, one per gene, one per gene.
-    feature_types
-        v3's third column; ``"Gene Expression"`` for every gene when None.
-    version
-        3: ``matrix.mtx``, ``features.tsv`` (id, name, type) and ``barcodes.tsv``; 2: Cell Ranger
-        2's ``genes.tsv`` (id, name) instead of ``features.tsv``.
-    compress
-        gzip the three files; default as Cell Ranger does: v3 gzipped, v2 not (which is what
-        ``scanpy.read_10x_mtx`` expects of each).
-    prefix
-        Prepended to the three file names inside the folder.
-
-    Returns
-    -------
-    Role (``matrix``, ``features``, ``barcodes``) -> path written. The matrix is ``integer
-    general``, genes x cells, its entries grouped by cell with genes in descending order (Cell
-    Ranger's order); each file is replaced atomically.
-    """
-    if version not in (2, 3):
-        raise ValueError(f"version must be 2 or 3, got {version}")
-    compress = version == 3 if compress is None else compress
-    target = Path(folder_or_prefix)
-    if str(folder_or_prefix).endswith(tuple(_SEPARATORS)) and not target.is_dir():
-        folder, prefix = target.parent, target.name + prefix
-    else:
-        folder = target
-    csr = sp.csr_matrix(X, copy=True)
-    csr.sum_duplicates()
-    n_cells, n_genes = csr.shape
-    values = csr.data
-    if values.size and not (values.min() >= 0 and np.array_equal(values, np.floor(values))):
-        raise ValueError("X must hold whole non-negative counts")
-    for what, names, n in (("barcodes", barcodes, n_cells), ("gene_ids", gene_ids, n_genes)):
-        if len(names) != n:
-            raise ValueError(f"{len(names)} {what} for a matrix of shape {csr.shape}")
-    if len(gene_names) != n_genes:
-        raise ValueError(f"{len(gene_names)} gene_names for a matrix of shape {csr.shape}")
-    columns = [barcodes, gene_ids, gene_names, feature_types or []]
-    if any(c in name for names in columns for name in names for c in "\t\n\r"):
-        raise ValueError("names must not contain tabs or line breaks")
-    if version == 3:
-        types = feature_types if feature_types is not None else [GENE_EXPRESSION] * n_genes
-        feature_rows = zip(gene_ids, gene_names, types, strict=True)
-    else:
-        feature_rows = zip(gene_ids, gene_names, strict=True)
-    suffix = ".gz" if compress else ""
-    written = {
-        role: folder / f"{prefix}{name}{suffix}"
-        for role, name in (
-            ("matrix", _MATRIX),
-            ("features", "features.tsv" if version == 3 else "genes.tsv"),
-            ("barcodes", "barcodes.tsv"),
-        )
-    }
-    comment = '%metadata_json: {"format_version": 2}' if version == 3 else "%"
-    header = f"{_BANNER.decode()} matrix coordinate integer general\n{comment}\n"
-    with _writing(written["matrix"], compress) as write:
-        write(f"{header}{n_genes} {n_cells} {csr.nnz}\n".encode())
-        _write_entries(write, csr)
-    with _writing(written["features"], compress) as write:
-        write("".join("\t".join(row) + "\n" for row in feature_rows).encode())
-    with _writing(written["barcodes"], compress) as write:
-        write("".join(barcode + "\n" for barcode in barcodes).encode())
-    return written
-
-
-#: Entries formatted per block: ~15 MB of text, a few dozen blocks for a full-size sample.
-_WRITE_BLOCK_ENTRIES = 1 << 20
-
-
-def _write_entries(write, csr: sp.csr_matrix) -> None:
-    """Write the entries of ``csr`` (cells x genes) as ``gene cell count`` lines, 1-based,
-    grouped by cell with genes descending, a block of cells at a time.
-
-    Formatted by hand: ``scipy.io.mmwrite`` takes 3.4 s of CPU for a full-size sample (15 M
-    entries) where this loop takes 0.9 s, and writes the entries in the order it is given,
-    so Cell Ranger's order would cost two more arrays the size of the matrix to build.
-    """
-    digits = len(str(max(csr.shape))) * 2 + len(str(int(csr.data.max(initial=0)))) + 3
-    buffer = np.empty(0, np.uint8)
-    start, n_cells = 0, csr.shape[0]
-    while start < n_cells:
-        limit = csr.indptr[start] + _WRITE_BLOCK_ENTRIES
-        stop = max(start + 1, int(np.searchsorted(csr.indptr, limit, side="right")) - 1)
-        stop = min(stop, n_cells)
-        bound = int(csr.indptr[stop] - csr.indptr[start]) * digits
-        if buffer.size < bound:
-            buffer = np.empty(bound, np.uint8)
-        write(buffer[: _format_entries(csr.indptr, csr.indices, csr.data, start, stop, buffer)])
-        start = stop
-
-
-@numba.njit(**_JIT)
-def _format_entries(indptr, indices, data, start, stop, out):
-    """Format the entries of cells ``start:stop`` into ``out``; returns the bytes written."""
-    pos = 0
-    for cell in range(start, stop):
-        for k in range(indptr[cell + 1] - 1, indptr[cell] - 1, -1):
-            pos = _format_int(out, pos, indices[k] + 1)
-            out[pos] = 32  # space
-            pos = _format_int(out, pos + 1, cell + 1)
-            out[pos] = 32
-            pos = _format_int(out, pos + 1, np.int64(data[k]))
-            out[pos] = 10  # newline
-            pos += 1
-    return pos
-
-
-@numba.njit(**_JIT)
-def _format_int(out, pos, value):
-    """Write the decimal digits of ``value`` (>= 0) at ``out[pos:]``; returns the end."""
-    n = 1
-    while value >= 10**n and n < 19:
-        n += 1
-    end = pos + n
-    for i in range(n):
-        out[end - 1 - i] = 48 + value % 10
-        value //= 10
-    return end
-
-
-@contextlib.contextmanager
-def _writing(path: Path, compress: bool):
-    """A function writing bytes to ``path`` (gzipped if ``compress``), replaced atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        if not compress:
-            yield out.write
-            return
-        # ISA-L level 1: several times zlib's speed at a similar size; mtime 0 in the header,
-        # so the same data gives the same bytes.
-        compressor = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
-        yield lambda data: out.write(compressor.compress(data))
-        out.write(compressor.flush())

@@ -4,14 +4,15 @@ Comma or tab separated (told apart by the header line), gzipped or not (told apa
 gzip signature), genes x cells (a row per gene, GEO's layout) or cells x genes (a row per
 barcode; ``ReadOptions.orientation``, from the samplesheet). The fast path is the numba parser
 of :mod:`sc_assets.core._csv_parser`, which reads and parses on two cores and takes the QC sums
-on the way, in both orientations.
+on the way, in both orientations. The parser is imported when a file is read: detecting a
+layout, or reading the gene names, never loads numba.
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
-from sc_assets.core._csv_parser import parse_count_matrix, warm_up
 from sc_assets.core._csv_text import detect_separator
 from sc_assets.core._csv_text import read_gene_names as _read_gene_names
 from sc_assets.core._decompress import looks_like_text
@@ -49,6 +50,9 @@ def detect(path: Path, head: bytes) -> Source | None:
 
 
 def read(source: Source, options: ReadOptions) -> CountData:
+    """The counts of a text matrix, with the QC sums the parser takes on the way."""
+    from sc_assets.core._csv_parser import parse_count_matrix
+
     parsed = parse_count_matrix(
         source.path,
         flag_prefix=MT_PREFIX,
@@ -70,6 +74,19 @@ def read(source: Source, options: ReadOptions) -> CountData:
 def read_gene_names(source: Source, options: ReadOptions) -> list[str]:
     """The gene symbols: the header's for ``cells_x_genes``, else the rows' first fields."""
     return _read_gene_names(source.path, _separator(source), options.orientation)
+
+
+def warm_up() -> None:
+    """Load the parser's compiled code now, not in the first read (``_csv_parser.warm_up``).
+
+    The ingest workers call this when they start. Loading leaves thousands of objects for the
+    garbage collector, whose next full collection (0.1 s) would otherwise fall in the first
+    read: it is made here.
+    """
+    from sc_assets.core import _csv_parser
+
+    _csv_parser.warm_up()
+    gc.collect()
 
 
 def _separator(source: Source) -> str:

@@ -24,6 +24,7 @@ from sc_assets.core.readers import (
 from sc_assets.core.readers import h5ad as h5ad_reader
 from sc_assets.core.readers._source import read_head
 from sc_assets.core.samples import SampleSpec
+from sc_assets.core.tenx_writers import write_10x_h5
 
 BARCODES = [f"AAAC{i:04d}-1" for i in range(6)]
 GENES = ["CD3E", "MT-CO1", "ACTB", "TBCE", "TBCE-1"]
@@ -299,7 +300,7 @@ def test_detect_tells_h5ad_from_cell_ranger(tmp_path: Path) -> None:
     assert source.layout == "h5ad"
     assert source.detail == "an AnnData file (X: csr_matrix 6 x 5; layers: counts)"
     cell_ranger = tmp_path / "m.h5"
-    tenx_h5.write_10x_h5(cell_ranger, COUNTS, BARCODES, [f"E{i}" for i in range(5)], GENES)
+    write_10x_h5(cell_ranger, COUNTS, BARCODES, [f"E{i}" for i in range(5)], GENES)
     assert detect_layout(cell_ranger).layout == "10x_h5"
     assert h5ad_reader.detect(cell_ranger, read_head(cell_ranger)) is None
     assert tenx_h5.detect(path, read_head(path)) is None

@@ -19,8 +19,9 @@ from hypothesis.extra.numpy import arrays
 from sc_assets.core.errors import CountMatrixError
 from sc_assets.core.genes import unique_gene_names
 from sc_assets.core.readers import ReadOptions, detect_layout, mtx, read_count_matrix, read_sample
-from sc_assets.core.readers.mtx import find_trios, write_10x_mtx
+from sc_assets.core.readers.mtx import find_trios
 from sc_assets.core.samples import SampleSpec
+from sc_assets.core.tenx_writers import write_10x_mtx
 
 # The shared fixtures sit next to the checkout (../shared); SC_ASSETS_10X_FIXTURES overrides.
 FIXTURES = Path(

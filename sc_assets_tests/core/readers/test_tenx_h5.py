@@ -15,10 +15,17 @@ import scipy.sparse as sp
 
 from sc_assets.core.errors import CountMatrixError
 from sc_assets.core.qc import csr_sums
-from sc_assets.core.readers import detect_layout, read_count_matrix, read_gene_names, tenx_h5
+from sc_assets.core.readers import (
+    _hdf5_datasets,
+    detect_layout,
+    read_count_matrix,
+    read_gene_names,
+    tenx_h5,
+)
 from sc_assets.core.readers import h5ad as h5ad_reader
 from sc_assets.core.readers._source import ReadOptions, read_head
 from sc_assets.core.samples import SampleSpec
+from sc_assets.core.tenx_writers import write_10x_h5
 
 # The shared fixtures sit next to the checkout (../shared); SC_ASSETS_10X_FIXTURES overrides.
 FIXTURES = Path(
@@ -50,7 +57,7 @@ def write(path: Path, X=None, **kwargs) -> Path:
     X = counts() if X is None else X
     default = BARCODES if X.shape[0] <= len(BARCODES) else [f"B{i}-1" for i in range(X.shape[0])]
     barcodes = kwargs.pop("barcodes", default[: X.shape[0]])
-    tenx_h5.write_10x_h5(path, X, barcodes, IDS[: X.shape[1]], GENES[: X.shape[1]], **kwargs)
+    write_10x_h5(path, X, barcodes, IDS[: X.shape[1]], GENES[: X.shape[1]], **kwargs)
     return path
 
 
@@ -69,7 +76,7 @@ def assert_same_as_scanpy(adata: ad.AnnData, path: Path, genome: str | None = No
 
 
 def assert_qc_as_the_contract_computes(adata: ad.AnnData) -> None:
-    """The reader's sums give the QC columns counts_adata would compute from X itself."""
+    """The QC columns are those of X itself (after any genome or feature type is left out)."""
     sums = csr_sums(adata.X, adata.var["mt"].to_numpy())
     assert np.array_equal(adata.obs["total_counts"], sums.cell_total.astype(np.float32))
     assert np.array_equal(adata.obs["n_genes_by_counts"], sums.cell_nnz)
@@ -184,7 +191,7 @@ def test_antibodies_go_to_obsm_and_other_types_are_dropped_by_name(tmp_path: Pat
     types = ["Gene Expression", "Antibody Capture", "Gene Expression", "Antibody Capture"]
     types += ["CRISPR Guide Capture", "Gene Expression"]
     path = tmp_path / "multi.h5"
-    tenx_h5.write_10x_h5(
+    write_10x_h5(
         path,
         X,
         BARCODES[:3],
@@ -253,12 +260,34 @@ def test_any_storage_of_the_arrays_reads_the_same(
     with h5py.File(tmp_path / "a.h5", "r") as f:
         dataset = f["v"]
         for out_dtype in (np.float32, np.int32):
-            out = np.full(values.size, -1, out_dtype)
-            pool = tenx_h5.reading_pool() if parallel else contextlib.nullcontext()
+            out, copy = np.full(values.size, -1, out_dtype), np.full(values.size, -1, out_dtype)
+            pool = _hdf5_datasets.reading_pool() if parallel else contextlib.nullcontext()
             with pool as workers:
-                found = tenx_h5._fill(dataset, out, workers)
-            assert out.tolist() == values.tolist()
+                found = _hdf5_datasets.reader(dataset)(out, workers, copy)
+            assert out.tolist() == copy.tolist() == values.tolist()
             assert (found.low, found.high, found.whole) == (0, 65535, True)
+
+
+@pytest.mark.parametrize(
+    ("values", "counts"),
+    [
+        (np.array([0, 3, 2**30], np.float32), True),
+        (np.array([-0.0, 1e20], np.float32), True),  # float32 holds only whole numbers from 2**24
+        (np.array([3, 2.5], np.float32), False),
+        (np.array([3, np.nan], np.float32), False),
+        (np.array([np.nan, 3], np.float64), False),
+        (np.array([3, np.inf], np.float32), False),
+        (np.array([3, -1], np.float64), False),
+        (np.array([1, 2**51 + 0.5], np.float64), False),
+        (np.array([1, 4], ">f8"), True),
+        (np.array([1, 4.5], np.float16), False),
+    ],
+)
+def test_stored_values_are_counts_if_whole_finite_and_not_negative(values, counts: bool) -> None:
+    found = _hdf5_datasets.ValueRange.of(values)
+    assert found.counts is counts
+    if np.isfinite(values).all():
+        assert (found.low, found.high) == (values.min(), values.max())
 
 
 def test_indices_above_2_to_the_32_are_not_taken_for_small_ones(tmp_path: Path) -> None:
@@ -453,13 +482,13 @@ def test_other_hdf5_files_are_not_taken(tmp_path: Path) -> None:
 
 
 def test_sums_beyond_float32_precision_are_exact(tmp_path: Path) -> None:
-    # Five counts of 8,000,001 (each exact in float32) add up to more than 2**24.
+    # Five counts of 8,000,001 (each exact in float32) add up to more than 2**24: the totals
+    # are the exact sums rounded once to float32 (float32 additions would give 40,000,004).
     X = sp.csr_matrix(np.array([[8_000_001] * 5 + [1], [3, 0, 0, 0, 0, 8_000_001]]))
-    path = write(tmp_path / "big.h5", X, barcodes=BARCODES[:2])
-    sums = tenx_h5.read(detect_layout(path), ReadOptions()).sums
-    assert sums.cell_total.tolist() == [40_000_006, 8_000_004]
-    assert sums.gene_total.tolist() == [8_000_004, *[8_000_001] * 4, 8_000_002]
-    assert_qc_as_the_contract_computes(read_count_matrix(path))
+    adata = read_count_matrix(write(tmp_path / "big.h5", X, barcodes=BARCODES[:2]))
+    assert adata.obs["total_counts"].tolist() == [40_000_008, 8_000_004]
+    assert adata.var["total_counts"].tolist() == [8_000_004, *[8_000_001] * 4, 8_000_002]
+    assert_qc_as_the_contract_computes(adata)
 
 
 def test_chunks_stored_apart_are_read_in_order(tmp_path: Path) -> None:
@@ -473,9 +502,9 @@ def test_chunks_stored_apart_are_read_in_order(tmp_path: Path) -> None:
                 dataset[start : start + 4] = values[start : start + 4]
                 f.flush()
     with h5py.File(tmp_path / "a.h5", "r") as f:
-        runs = tenx_h5._stored_runs(f["a"])
+        runs = _hdf5_datasets._stored_runs(f["a"])
         assert runs is not None and len(runs) > 1
         out = np.zeros(40, np.float32)
-        with tenx_h5.reading_pool() as pool:
-            tenx_h5._fill(f["a"], out, pool)
+        with _hdf5_datasets.reading_pool() as pool:
+            _hdf5_datasets.reader(f["a"])(out, pool, None)
         assert out.tolist() == values.tolist()
