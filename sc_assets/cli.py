@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=1.0, help="cells per sample x F (1.0)")
     demo.add_argument("--samples", type=int, default=12, help="number of samples (12)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    demo.add_argument(
+        "--all-layouts",
+        action="store_true",
+        help="instead of the GEO series: one sample in each supported layout (Cell Ranger "
+        "HDF5 and MTX, STARsolo, h5ad, CSV/TSV) and a samplesheet.csv naming them",
+    )
     demo.set_defaults(run=_demo_data)
 
     ingest = commands.add_parser(
@@ -87,6 +93,11 @@ def _init_home(*, postgres: bool = False) -> Path:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
+    if args.all_layouts:
+        from sc_assets.core.demo_layouts import write_layout_study
+
+        print(write_layout_study(args.out_dir, scale=args.scale, seed=args.seed))
+        return 0
     from sc_assets.core.demo import write_demo_series
 
     paths = write_demo_series(args.out_dir, scale=args.scale, samples=args.samples, seed=args.seed)
