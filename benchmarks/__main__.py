@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import sections
+from benchmarks import layouts, sections
 from benchmarks.report import Section, machine, markdown_document, ratio, seconds
 from benchmarks.sections import FULL, SMOKE, Context
 from benchmarks.series import CACHE_DIR, ensure_series
@@ -35,6 +35,7 @@ SECTIONS: tuple[Callable[[Context], Section], ...] = (
     sections.merge,
     sections.compression,
     sections.sensor,
+    layouts.section,
 )
 
 

@@ -59,6 +59,7 @@ class Config:
     merge_reps: int
     compression_reps: int
     sensor_files: int
+    reader_reps: int
     quiet_wait_s: float
     """How long a section may wait for the other agents' CPU use to drop before it starts."""
 
@@ -76,6 +77,7 @@ FULL = Config(
     merge_reps=5,
     compression_reps=3,
     sensor_files=10_000,
+    reader_reps=5,
     quiet_wait_s=60,
 )
 
@@ -93,6 +95,7 @@ SMOKE = Config(
     merge_reps=1,
     compression_reps=1,
     sensor_files=150,
+    reader_reps=1,
     quiet_wait_s=0,
 )
 

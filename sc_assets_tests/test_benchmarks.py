@@ -23,6 +23,7 @@ SECTIONS = {
     "merge": "Merge",
     "compression": "Storage",
     "sensor": "Sensor",
+    "readers": "Readers",
 }
 
 
@@ -83,6 +84,9 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
     assert {"none", "lzf", "gzip"} <= set(compression)
     assert compression["recommended"] in ("none", "lzf", "gzip")
     assert results["sensor"]["raw"]["first_runs"] == 100
+    readers = results["readers"]["raw"]
+    assert set(readers) == {"10x_h5", "10x_mtx", "h5ad"}
+    assert all(r["ours_call_s"] > 0 and r["theirs_call_s"] > 0 for r in readers.values())
 
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Machine" in markdown and "## Where the time goes" in markdown
