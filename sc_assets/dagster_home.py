@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-_COMMON = """\
+#: Seconds between two looks of the run monitor at in-progress runs: a run whose worker
+#: process vanished is marked failed within this (plus a daemon tick), its queue slot freed.
+MONITOR_INTERVAL_S = 10
+
+#: Automatic re-launches of a run whose worker died (at most; a failed step is not retried).
+MAX_RUN_RETRIES = 2
+
+_HEADER = "# Written by sc-assets (sc_assets/dagster_home.py)."
+
+_COMMON = f"""\
 telemetry:
   enabled: false
 concurrency:
@@ -12,20 +22,34 @@ concurrency:
     max_concurrent_runs: 2  # one run per core on a 2-core machine; more only queue for CPU
 run_queue:
   dequeue_interval_seconds: 2  # start a queued run soon after a slot frees (default 5)
+# Faults heal themselves. A run whose worker process dies (kill -9, the out-of-memory killer)
+# is marked failed by the code server or, if nobody watched it, by the run monitor, which
+# checks every run worker's pid (sc_assets.run_launcher); run retries then launch it again.
+# A failed step (a malformed file, a failed ERROR check) is deterministic: not retried.
+# Retrying is safe: every file is written under a temporary name and renamed into place.
+run_launcher:
+  module: sc_assets.run_launcher
+  class: MonitoredRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: {MONITOR_INTERVAL_S}
+  start_timeout_seconds: 180
+run_retries:
+  enabled: true
+  max_retries: {MAX_RUN_RETRIES}
+  retry_on_asset_or_op_failure: false
 """
 
-#: The default: SQLite storage in the folder (Dagster's default), telemetry off, and a run
-#: queue that runs two runs at a time.
-SQLITE_DAGSTER_YAML = (
-    "# Written by sc-assets (sc_assets/dagster_home.py). Storage: SQLite here.\n" + _COMMON
-)
+#: The default: SQLite storage in the folder (Dagster's default), telemetry off, a run queue
+#: that runs two runs at a time, run monitoring and retries of runs whose process died.
+SQLITE_DAGSTER_YAML = f"{_HEADER} Storage: SQLite here.\n" + _COMMON
 
 #: PostgreSQL storage for runs, events and schedules. The URL (with any credentials) comes
 #: from the environment, never from this file, e.g.
 #: DAGSTER_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/dagster (name the
 #: driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed).
 POSTGRES_DAGSTER_YAML = (
-    "# Written by sc-assets (sc_assets/dagster_home.py). Storage: PostgreSQL at\n"
+    f"{_HEADER} Storage: PostgreSQL at\n"
     "# $DAGSTER_POSTGRES_URL (credentials stay in the environment).\n"
     + _COMMON
     + """\
@@ -36,11 +60,57 @@ storage:
 """
 )
 
+_ROUND_1_COMMON = """\
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 2  # one run per core on a 2-core machine; more only queue for CPU
+run_queue:
+  dequeue_interval_seconds: 2  # start a queued run soon after a slot frees (default 5)
+"""
+
+#: What earlier versions wrote, byte for byte: such a file is brought up to date (the old one
+#: kept beside it), anything else is the user's and left alone.
+_EARLIER = {
+    f"{_HEADER} Storage: SQLite here.\n" + _ROUND_1_COMMON: SQLITE_DAGSTER_YAML,
+    f"{_HEADER} Storage: PostgreSQL at\n"
+    "# $DAGSTER_POSTGRES_URL (credentials stay in the environment).\n"
+    + _ROUND_1_COMMON
+    + """\
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+""": POSTGRES_DAGSTER_YAML,
+}
+
 
 def ensure_dagster_home(path: Path, *, postgres: bool = False) -> Path:
-    """Create ``path`` with a default ``dagster.yaml`` unless it already has one."""
+    """Create ``path`` with a default ``dagster.yaml`` unless it already has one.
+
+    A ``dagster.yaml`` that an earlier version of sc-assets wrote, unchanged, is replaced by
+    the current one (run monitoring and retries on), the old one kept as
+    ``dagster.yaml.before-<n>``; a file anyone edited is left as it is.
+    """
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists():
-        config.write_text(POSTGRES_DAGSTER_YAML if postgres else SQLITE_DAGSTER_YAML)
+        _write(config, POSTGRES_DAGSTER_YAML if postgres else SQLITE_DAGSTER_YAML)
+    elif (current := _EARLIER.get(config.read_text())) is not None:
+        config.rename(_free_name(config, ".before-"))
+        _write(config, current)
     return path
+
+
+def _free_name(config: Path, infix: str) -> Path:
+    n = 1
+    while (candidate := config.with_name(f"{config.name}{infix}{n}")).exists():
+        n += 1
+    return candidate
+
+
+def _write(config: Path, text: str) -> None:
+    tmp = config.with_name(f".{config.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, config)

@@ -1,18 +1,17 @@
-"""Headless ingestion: register every sample file, materialize it, then merge.
+"""Headless ingestion: register every sample, materialize it, then merge.
 
 Each sample is its own Dagster run on the persistent instance (so the UI shows them later),
 executed in a pool of worker processes that import the code location once and then take one
 partition after another: both cores are busy and the ~2 s import of Dagster, anndata and
 matplotlib, and the loading of the parser's compiled code, are paid once per worker, not once per
-sample.
+sample. A worker that dies (the out-of-memory killer, ``kill -9``) fails only its sample, whose
+run is marked failed; the others go on (see :mod:`sc_assets.worker_pool`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,10 @@ from typing import Any
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     JobDefinition,
     JobExecutionResult,
+    RunsFilter,
     build_reconstructable_job,
     execute_job,
 )
@@ -33,6 +34,7 @@ from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.sample_status import root_cause_message, samples_to_forget
 from sc_assets.settings import Settings
 from sc_assets.sources import observed_sources, sample_version, source_observation
+from sc_assets.worker_pool import TaskError, WorkerLost, WorkerPool
 
 SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
 
@@ -131,8 +133,7 @@ def ingest(
         return IngestReport([], ignored, merge=execute("merge_samples", instance))
     # The workers start (import Dagster, anndata, matplotlib; load the parser's code) while
     # this process hashes the files and pins the reference genes, instead of after.
-    pool = _start_workers(min(workers, len(files)))
-    try:
+    with WorkerPool(min(workers, len(files)), run_sample, _prepare_worker) as pool:
         observe_sources(instance, list(files.values()))
         if instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
             reference = execute("pin_reference_genes", instance)
@@ -142,11 +143,29 @@ def ingest(
         # Largest files first: the runs left for the end are the short ones, so both workers
         # finish at about the same time (longest-processing-time-first scheduling).
         order = sorted(files, key=lambda key: files[key].size, reverse=True)
-        outcomes = dict(zip(order, pool.map(run_sample, order), strict=True))
-        samples = [outcomes[key] for key in files]
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # the workers exit during the merge
+        results = pool.run(order)
+    # The workers exit while the merge runs.
+    samples = [_sample_outcome(instance, key, results[key]) for key in files]
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
+
+
+def _sample_outcome(instance: DagsterInstance, key: str, result: object) -> RunOutcome:
+    """What a worker's result says; a lost worker's run is marked failed in the instance."""
+    if isinstance(result, RunOutcome):
+        return result
+    if isinstance(result, WorkerLost):
+        for run in instance.get_runs(
+            RunsFilter(job_name="ingest_sample", tags={PARTITION_TAG: key}, statuses=_UNFINISHED),
+            limit=1,
+        ):
+            instance.report_engine_event(f"{result.reason} while running {key}", run)
+            instance.report_run_failed(run)
+        return RunOutcome(key, False, error=f"{result.reason} while running this sample")
+    assert isinstance(result, TaskError)
+    return RunOutcome(key, False, error=f"{result.type_name}: {result.message}")
+
+
+_UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 def observe_sources(instance: DagsterInstance, samples: Sequence[SampleInput]) -> None:
@@ -163,16 +182,6 @@ def observe_sources(instance: DagsterInstance, samples: Sequence[SampleInput]) -
             instance.report_runless_asset_event(source_observation(sample, version, file_hashes))
 
 
-def _start_workers(n: int) -> ProcessPoolExecutor:
-    """A pool of ``n`` worker processes, started and warming up now."""
-    # spawn, not fork: the parent already holds Dagster's threads and SQLite connections.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_prepare_worker)
-    for _ in range(n):  # a process is spawned per submitted task, up to n
-        pool.submit(int)
-    return pool
-
-
 def _prepare_worker() -> None:
     """Import what every sample run needs once, before the first sample arrives."""
     import matplotlib
@@ -181,7 +190,7 @@ def _prepare_worker() -> None:
     import matplotlib.pyplot  # noqa: F401
 
     import sc_assets.definitions  # noqa: F401
-    from sc_assets.core.readers.text import warm_up
+    from sc_assets.core.readers import warm_up
 
     warm_up()
 

@@ -29,7 +29,7 @@ from dagster._core.storage.upath_io_manager import escape_dotdot_segments, escap
 from upath import UPath
 
 from sc_assets.core.atomic import atomic_path
-from sc_assets.core.h5ad import write_h5ad
+from sc_assets.core.h5ad import estimated_h5ad_bytes, write_h5ad
 
 #: ``AssetIn(metadata={LOAD_AS_PATH: True})`` makes the h5ad IO manager hand over a mapping of
 #: partition key -> path instead of loading AnnData objects (the out-of-core merge reads the
@@ -49,6 +49,8 @@ class DeferredH5ad:
 
     write: Callable[[Path, str | None], Any]
     describe: Callable[[Any], Mapping[str, Any]] = lambda result: {}
+    size_hint: int | None = None
+    """About the bytes ``write`` writes uncompressed, to refuse early when they do not fit."""
     result: Any = field(default=None, init=False)
 
 
@@ -73,7 +75,11 @@ class H5adIOManager(UPathIOManager):
                 f"got {type(obj).__name__}"
             )
         metadata: dict[str, Any] = {}
-        with staged_write(path) as tmp:
+        size_hint = None
+        if not self.compression:  # compressed, a file is smaller: a full disk shows while writing
+            deferred = isinstance(obj, DeferredH5ad)
+            size_hint = obj.size_hint if deferred else estimated_h5ad_bytes(obj)
+        with staged_write(path, size_hint=size_hint) as tmp:
             if isinstance(obj, DeferredH5ad):
                 obj.result = obj.write(tmp, self.compression)
                 metadata.update(obj.describe(obj.result))
@@ -110,10 +116,15 @@ class GeneListIOManager(UPathIOManager):
 
 
 @contextlib.contextmanager
-def staged_write(path: UPath) -> Iterator[Path]:
-    """A local temporary path whose content replaces ``path`` atomically once complete."""
+def staged_write(path: UPath, *, size_hint: int | None = None) -> Iterator[Path]:
+    """A local temporary path whose content replaces ``path`` atomically once complete.
+
+    On local storage, ``size_hint`` bytes must be free first (see
+    :func:`sc_assets.core.atomic.atomic_path`): a sample that cannot fit fails before it
+    writes, with one line naming the folder and the sizes.
+    """
     if is_local(path):
-        with atomic_path(path.path) as tmp:
+        with atomic_path(path.path, size_hint=size_hint) as tmp:
             yield tmp
         return
     with tempfile.TemporaryDirectory(prefix="sc-assets-") as folder:

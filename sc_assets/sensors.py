@@ -28,6 +28,7 @@ from sc_assets.core.inbox import InboxCursor, inbox_changes
 from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.jobs import reference_job, sample_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
+from sc_assets.recovery import pin_request, recoveries
 from sc_assets.resources import SampleInbox
 from sc_assets.sample_status import samples_to_forget
 from sc_assets.sources import observed_sources, sample_version, source_observation
@@ -99,22 +100,49 @@ def build_new_samples_sensor(interval_seconds: int):
             changes.ready or known
         ):
             # Samples are compared with the pinned reference: pin it first, ingest next tick.
-            first = min([*known, *new_keys])
             held = {f.partition_key: f.signature for f in changes.ready}
             cursor = replace(cursor, settling={**cursor.settling, **held})
+            inputs = sorted(f"{k}:{s.signature}" for k, s in scan.samples.items())
+            digest = hashlib.sha256("\n".join(inputs).encode()).hexdigest()[:16]
+            pin = pin_request(instance, reference_job.name, min([*known, *new_keys]), digest)
+            if pin is None:
+                notes.append("waiting for reference_genes to be pinned before ingesting samples")
+            else:
+                notes.append("pinning reference_genes before ingesting samples")
+            requests = (
+                []
+                if pin is None
+                else [RunRequest(run_key=pin[0], job_name=reference_job.name, tags=pin[1])]
+            )
             return _result(
                 context,
-                notes + ["pinning reference_genes before ingesting samples"],
-                run_requests=[
-                    RunRequest(run_key=f"reference_genes:{first}", job_name=reference_job.name)
-                ],
+                notes,
+                run_requests=requests,
                 new_keys=new_keys,
                 forgotten=forgotten,
                 cursor=cursor,
             )
 
+        run_requests = []
+        since = cursor.failures_since or float(int(time.time()))  # a new cursor: from now on
+        found, since, seen = recoveries(instance, [sample_job.name], since, cursor.failures_seen)
+        cursor = replace(cursor, failures_since=since, failures_seen=seen)
+        for recovery in found:
+            notes.append(
+                f"{recovery.partition_key}: its run {recovery.run.run_id[:8]} failed "
+                f"({recovery.reason}); asking again (attempt {recovery.attempt})"
+            )
+            run_requests.append(
+                RunRequest(
+                    run_key=recovery.run_key,
+                    job_name=sample_job.name,
+                    partition_key=recovery.partition_key,
+                    tags=recovery.tags,
+                )
+            )
+
         previous = observed_sources(instance, [s.partition_key for s in changes.ready])
-        run_requests, observations = [], []
+        observations = []
         for sample in changes.ready:
             seen = previous.get(sample.partition_key)
             try:

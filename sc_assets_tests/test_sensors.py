@@ -6,10 +6,13 @@ from pathlib import Path
 import pytest
 from dagster import (
     AssetMaterialization,
+    DagsterRun,
     DeleteDynamicPartitionsRequest,
     SensorResult,
     build_sensor_context,
 )
+from dagster import DagsterRunStatus as Status
+from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
 from sc_assets.resources import SampleInbox
 from sc_assets.sensors import build_new_samples_sensor
@@ -193,3 +196,33 @@ def test_files_ingested_by_the_cli_are_not_ingested_again(platform, settings, de
     result = Ticker(platform.instance, settings.data_dir).tick()  # `make dev` starts later
     assert result.run_requests == []
     assert "unchanged (same content)" in reason(result)
+
+
+def test_a_pin_that_failed_on_the_data_is_asked_for_again_when_samples_change(instance, settings):
+    ticker = Ticker(instance, settings.data_dir)  # nothing pinned yet
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    first = ticker.tick()
+    [pin] = first.run_requests
+    assert pin.job_name == "pin_reference_genes"
+    failure = {RUN_FAILURE_REASON_TAG: "STEP_FAILURE", WILL_RETRY_TAG: "false", **pin.tags}
+    instance.add_run(DagsterRun(job_name=pin.job_name, status=Status.FAILURE, tags=failure))
+    assert ticker.tick().run_requests == []  # the same samples would fail it again: no loop
+    age(write_sample(settings.data_dir, "GSM5320460_Ctrl2"))
+    [again] = ticker.tick().run_requests  # a new sample: the inbox does not stall
+    assert again.job_name == "pin_reference_genes"
+    assert again.run_key.startswith("reference_genes:after:")
+
+
+def test_a_sample_whose_run_process_died_is_asked_for_again(ticker, instance):
+    ticker.tick()
+    tags = {
+        "dagster/partition": "GSM5320459_Ctrl1",
+        RUN_FAILURE_REASON_TAG: "UNEXPECTED_TERMINATION",
+        WILL_RETRY_TAG: "false",  # Dagster's own retries are spent
+    }
+    run = instance.add_run(DagsterRun(job_name="ingest_sample", status=Status.FAILURE, tags=tags))
+    result = ticker.tick()
+    assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
+        ("GSM5320459_Ctrl1", f"recover:{run.run_id}")
+    ]
+    assert ticker.tick().run_requests == []

@@ -71,6 +71,8 @@ def merged_adata(
     merged = DeferredH5ad(
         write=lambda tmp, compression: _merge(sources, tmp, compression),
         describe=lambda result: _describe(result[0]),
+        # The merged file is about the samples' files together (their obs and X, once).
+        size_hint=sum(path.stat().st_size for _, path in sources),
     )
     yield Output(merged, metadata={"samples": MetadataValue.json(list(paths))})
     summary, layout = merged.result

@@ -45,6 +45,25 @@ def write_h5ad(
     return linked
 
 
+def estimated_h5ad_bytes(adata: ad.AnnData) -> int:
+    """About the size of ``write_h5ad(adata, path)`` uncompressed: the matrices' arrays (a layer
+    equal to ``X`` is a link, free), obs, var and obsm (their numbers and strings)."""
+    total = _matrix_bytes(adata.X)
+    for layer in adata.layers.values():
+        if layer is not adata.X and not matrices_equal(adata.X, layer):
+            total += _matrix_bytes(layer)
+    frames = [adata.obs, adata.var, *(v for v in adata.obsm.values() if hasattr(v, "columns"))]
+    for frame in frames:
+        total += int(frame.memory_usage(index=True, deep=True).sum())
+    return total
+
+
+def _matrix_bytes(m: Any) -> int:
+    if sp.issparse(m):
+        return m.data.nbytes + m.indices.nbytes + m.indptr.nbytes
+    return int(np.asarray(m).nbytes)
+
+
 def matrices_equal(a: Any, b: Any) -> bool:
     """Whether two matrices (dense or sparse, any format) hold the same values."""
     if a.shape != b.shape:

@@ -59,6 +59,10 @@ class InboxCursor:
     missing: tuple[str, ...] = ()
     sheet_error: str = ""
     """Digest of the samplesheet's problems when it was last found invalid (reported once)."""
+    failures_since: float = 0.0
+    """Failed runs updated at this time (a timestamp) or later are yet to be looked at..."""
+    failures_seen: tuple[str, ...] = ()
+    """...but these, updated at exactly that time, were."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -68,6 +72,8 @@ class InboxCursor:
                 "settling": self.settling,
                 "missing": list(self.missing),
                 "sheet_error": self.sheet_error,
+                "failures_since": self.failures_since,
+                "failures_seen": list(self.failures_seen),
             },
             separators=(",", ":"),
         )
@@ -83,6 +89,8 @@ class InboxCursor:
             settling=dict(data.get("settling", {})),
             missing=tuple(data.get("missing", ())),
             sheet_error=str(data.get("sheet_error", "")),
+            failures_since=float(data.get("failures_since", 0.0)),
+            failures_seen=tuple(data.get("failures_seen", ())),
         )
 
 
@@ -159,5 +167,7 @@ def inbox_changes(
             at_high_water=tuple(at_mark),
             settling={f.partition_key: f.signature for f in [*settling, *deferred]},
             missing=tuple(missing),
+            failures_since=cursor.failures_since,
+            failures_seen=cursor.failures_seen,
         ),
     )

@@ -1,10 +1,16 @@
+import errno
 import os
 import subprocess
 import sys
 
 import pytest
 
-from sc_assets.core.atomic import atomic_path, remove_stale_temp_files, temp_path_for
+from sc_assets.core.atomic import (
+    StorageFullError,
+    atomic_path,
+    remove_stale_temp_files,
+    temp_path_for,
+)
 
 
 def test_replaces_the_file_only_when_the_write_completes(tmp_path):
@@ -52,3 +58,33 @@ def test_temp_names_are_unique_and_hidden(tmp_path):
     assert len(names) == 100
     assert all(n.startswith(".x.h5ad.") and n.endswith(".tmp") for n in names)
     assert all(f".{os.getpid()}." in n for n in names)
+
+
+def test_a_file_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=30_000_000))
+    with (
+        pytest.raises(StorageFullError) as refused,
+        atomic_path(tmp_path / "a.h5ad", size_hint=45_000_000),
+    ):
+        pytest.fail("nothing may be written")
+    assert str(refused.value) == (
+        f"no space left on device in {tmp_path}: about 45 MB needed, 30 MB free"
+    )
+    assert refused.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_while_writing_gives_one_line_and_no_temp_file(tmp_path):
+    target = tmp_path / "a.h5ad"
+    target.write_text("old")
+    full = r"^no space left on device in .*: [\d,]+ MB free$"
+    with pytest.raises(StorageFullError, match=full), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        # what h5py raises when a write hits ENOSPC: a message, no errno
+        raise OSError("Can't write data (file write failed: errno = 28, error message = "
+                      "'No space left on device')")  # fmt: skip
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5ad"]

@@ -1,0 +1,129 @@
+"""``sc-assets ingest`` under faults, as a user meets them: a full disk, a killed worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anndata as ad
+import pytest
+
+from sc_assets.core.count_matrix_writer import write_count_matrix
+from sc_assets.core.demo import write_demo_series
+from sc_assets.core.demo_layouts import demo_counts
+
+SAMPLES = 12
+SCALE = 0.012  # 110-130 cells: ~3 MB per sample file
+
+
+def sc_assets(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_ASSETS_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sc_assets.cli", *args],
+        cwd=cwd,
+        env={**env, "DAGSTER_HOME": str(cwd / ".dagster_home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("series")
+    return write_demo_series(folder, scale=SCALE, samples=SAMPLES, seed=5, workers=1)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, megabytes: int) -> Iterator[Path]:
+    """A tmpfs of ``megabytes`` mounted on ``folder`` (the test skips where it cannot be)."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs as a small disk here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_fails_the_samples_that_do_not_fit_with_one_line_each(tmp_path, series):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in series:
+        os.link(path, data / path.name)
+    with small_disk(tmp_path / "storage", 16) as storage:
+        ingest = sc_assets("ingest", "--storage-dir", str(storage), cwd=tmp_path)
+        out, err = ingest.communicate(timeout=600)
+        assert ingest.returncode == 1, out + err
+        assert "Traceback" not in out + err and "HDF5-DIAG" not in err, err
+        rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+        keys = sorted(p.name.removesuffix("_count_matrix.csv.gz") for p in series)
+        assert set(keys) <= set(rows) and "merged_adata" in rows  # every sample has a row
+        failed = [k for k in keys if "ERROR" in rows[k]]
+        assert 0 < len(failed) < SAMPLES, out
+        for key in failed:
+            assert f"no space left on device in {storage}/sample_adata: about " in rows[key]
+            assert "MB needed" in rows[key] and "MB free" in rows[key]
+        assert "merged_adata not built" in rows["merged_adata"]
+        # nothing half-written, and what was written is whole
+        assert [p.name for p in storage.rglob(".*")] == []
+        written = sorted(p.stem for p in (storage / "sample_adata").glob("*.h5ad"))
+        assert written == sorted(set(keys) - set(failed))
+        for stem in written:
+            assert ad.read_h5ad(storage / "sample_adata" / f"{stem}.h5ad").n_obs > 100
+
+
+def _sample_being_read(pid: int, names: set[str]) -> str | None:
+    """The input file a worker of ``pid`` holds open now, if one of ``names``."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{child}/fd").iterdir():
+                target = os.readlink(fd)
+                if os.path.basename(target) in names:
+                    return f"{child}:{os.path.basename(target)}"
+    return None
+
+
+def test_a_killed_worker_fails_only_its_sample_and_a_second_ingest_completes(tmp_path, series):
+    data = tmp_path / "data"
+    data.mkdir()
+    # One larger sample: its read takes long enough to catch its worker with the file open.
+    counts = demo_counts(4, scale=0.25, seed=5)
+    big = write_count_matrix(
+        data / "GSM9999999_Big1_count_matrix.csv.gz", counts.X, counts.genes, counts.barcodes
+    )
+    for path in series[:4]:
+        os.link(path, data / path.name)
+    ingest = sc_assets("ingest", cwd=tmp_path)
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None and time.monotonic() < deadline and ingest.poll() is None:
+        victim = _sample_being_read(ingest.pid, {big.name})
+        time.sleep(0.002)
+    assert victim is not None, "never saw a worker reading the big sample"
+    pid, name = victim.split(":")
+    os.kill(int(pid), signal.SIGKILL)
+    out, err = ingest.communicate(timeout=600)
+    assert ingest.returncode == 1, out + err
+    assert "Traceback" not in out + err, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    lost = name.removesuffix("_count_matrix.csv.gz")
+    assert "ERROR: worker process killed by SIGKILL" in rows[lost], out
+    others = [p.name.removesuffix("_count_matrix.csv.gz") for p in series[:4]]
+    assert all(rows[key].rstrip().endswith("ok") for key in others), out
+    assert f"{lost}: never materialized" in rows["merged_adata"]
+
+    again = sc_assets("ingest", cwd=tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, out + err
+    assert ad.read_h5ad(tmp_path / "storage" / "merged_adata.h5ad").obs["sample"].nunique() == 5
