@@ -102,11 +102,6 @@ def read_twice(path: Path) -> dict[str, Any]:
 def profile(path: Path, out: Path) -> dict[str, Any]:
     """The body of the ``sample_adata`` asset, piece by piece, outside Dagster."""
     t0 = time.perf_counter()
-    import matplotlib
-
-    matplotlib.use("Agg")  # as qc_plot_png does, before pyplot (imported on first use there)
-    import matplotlib.pyplot  # noqa: F401
-
     from sc_assets.core.plots import qc_plot_png
     from sc_assets.core.qc import adata_summary
     from sc_assets.core.readers import ReadOptions, detect_layout, text

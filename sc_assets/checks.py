@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -20,6 +21,9 @@ from dagster import (
     TableColumn,
     TableRecord,
     TableSchema,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # not re-exported
+    AssetCheckEvaluationTargetMaterializationData,
 )
 
 from sc_assets.core.validation import CheckOutcome, Severity
@@ -113,22 +117,54 @@ def merged_check_specs() -> list[AssetCheckSpec]:
 
 def to_check_result(outcome: CheckOutcome, asset_key: AssetKey) -> AssetCheckResult:
     """An AssetCheckResult carrying the outcome's description, key number and metadata."""
-    metadata: dict[str, Any] = {"summary": MetadataValue.text(outcome.summary)}
-    for key, value in outcome.metadata.items():
-        # A threshold is configuration, not a measurement: text, so the UI does not plot it.
-        metadata[key] = str(value) if key in THRESHOLD_KEYS else to_metadata_value(value)
     return AssetCheckResult(
         asset_key=asset_key,
         check_name=outcome.name,
         passed=outcome.passed,
-        severity=(
-            AssetCheckSeverity.ERROR
-            if outcome.severity is Severity.ERROR
-            else AssetCheckSeverity.WARN
-        ),
+        severity=_severity(outcome),
         description=outcome.description,
-        metadata=metadata,
+        metadata=check_metadata(outcome),
     )
+
+
+def to_check_evaluation(
+    outcome: CheckOutcome,
+    asset_key: AssetKey,
+    partition: str,
+    target: AssetCheckEvaluationTargetMaterializationData,
+) -> AssetCheckEvaluation:
+    """The evaluation of a per-sample check on one partition, aimed at its materialization.
+
+    What Dagster makes of an AssetCheckResult in a single-partition run; a run of several
+    partitions names the partition and the materialization itself (an AssetCheckResult can
+    only be attributed to a run's single partition).
+    """
+    return AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        metadata=check_metadata(outcome),
+        target_materialization_data=target,
+        severity=_severity(outcome),
+        description=outcome.description,
+        blocking=outcome.severity is Severity.ERROR,
+        partition=partition,
+    )
+
+
+def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    """The outcome's key number and metadata as Dagster metadata."""
+    metadata: dict[str, Any] = {"summary": MetadataValue.text(outcome.summary)}
+    for key, value in outcome.metadata.items():
+        # A threshold is configuration, not a measurement: text, so the UI does not plot it.
+        metadata[key] = str(value) if key in THRESHOLD_KEYS else to_metadata_value(value)
+    return metadata
+
+
+def _severity(outcome: CheckOutcome) -> AssetCheckSeverity:
+    if outcome.severity is Severity.ERROR:
+        return AssetCheckSeverity.ERROR
+    return AssetCheckSeverity.WARN
 
 
 def to_metadata_value(value: Any) -> Any:

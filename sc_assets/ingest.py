@@ -1,17 +1,21 @@
 """Headless ingestion: register every sample, materialize it, then merge.
 
-Each sample is its own Dagster run on the persistent instance (so the UI shows them later),
-executed in a pool of worker processes that import the code location once and then take one
-partition after another: both cores are busy and the ~2 s import of Dagster, anndata and
-matplotlib, and the loading of the parser's compiled code, are paid once per worker, not once per
-sample. A worker that dies (the out-of-memory killer, ``kill -9``) fails only its sample, whose
-run is marked failed; the others go on (see :mod:`sc_assets.worker_pool`).
+Samples are ingested in batches: each batch is one Dagster run of a partition range on the
+persistent instance (so the UI shows them later), in which every sample gets its own
+materialization and checks (see :mod:`sc_assets.assets.samples`). A run costs a few hundred
+milliseconds of bookkeeping whatever it holds, which small samples would pay many times over.
+Batches run in a pool of worker processes that import the code location once and then take
+one batch after another: both cores are busy and the ~2 s import of Dagster and anndata, and
+the loading of the parser's compiled code, are paid once per worker. A worker that dies
+(the out-of-memory killer, ``kill -9``) fails only its batch, whose run is marked failed; the
+others go on (see :mod:`sc_assets.worker_pool`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,12 @@ from dagster import (
     build_reconstructable_job,
     execute_job,
 )
-from dagster._core.storage.tags import PARTITION_NAME_TAG as PARTITION_TAG
 
+from sc_assets.batches import batch_tags, plan_batches
 from sc_assets.core.inbox import SampleInput, scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.sample_status import root_cause_message, samples_to_forget
+from sc_assets.sample_status import FAILED_SAMPLES_KEY, root_cause_message, samples_to_forget
 from sc_assets.settings import Settings
 from sc_assets.sources import observed_sources, sample_version, source_observation
 from sc_assets.worker_pool import TaskError, WorkerLost, WorkerPool
@@ -131,7 +135,7 @@ def ingest(
 
     if not files:
         return IngestReport([], ignored, merge=execute("merge_samples", instance))
-    # The workers start (import Dagster, anndata, matplotlib; load the parser's code) while
+    # The workers start (import Dagster and anndata; load the parser's code) while
     # this process hashes the files and pins the reference genes, instead of after.
     with WorkerPool(min(workers, len(files)), run_sample, _prepare_worker) as pool:
         observe_sources(instance, list(files.values()))
@@ -140,29 +144,38 @@ def ingest(
             if not reference.success:
                 failed = [RunOutcome(key, False, error=reference.error) for key in files]
                 return IngestReport(failed, ignored, merge=None)
-        # Largest files first: the runs left for the end are the short ones, so both workers
-        # finish at about the same time (longest-processing-time-first scheduling).
-        order = sorted(files, key=lambda key: files[key].size, reverse=True)
-        results = pool.run(order)
+        sizes = {key: sample.size for key, sample in files.items()}
+        order = instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME)
+        results = pool.run(plan_batches(order, sizes, workers))
     # The workers exit while the merge runs.
-    samples = [_sample_outcome(instance, key, results[key]) for key in files]
+    outcomes: dict[str, RunOutcome] = {}
+    for batch, result in results.items():
+        outcomes.update(_batch_outcomes(instance, batch, result))
+    samples = [outcomes[key] for key in files]
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
 
 
-def _sample_outcome(instance: DagsterInstance, key: str, result: object) -> RunOutcome:
+def _batch_outcomes(
+    instance: DagsterInstance, batch: tuple[str, ...], result: object
+) -> dict[str, RunOutcome]:
     """What a worker's result says; a lost worker's run is marked failed in the instance."""
-    if isinstance(result, RunOutcome):
+    if isinstance(result, dict):
         return result
     if isinstance(result, WorkerLost):
         for run in instance.get_runs(
-            RunsFilter(job_name="ingest_sample", tags={PARTITION_TAG: key}, statuses=_UNFINISHED),
+            RunsFilter(job_name="ingest_sample", tags=batch_tags(batch), statuses=_UNFINISHED),
             limit=1,
         ):
-            instance.report_engine_event(f"{result.reason} while running {key}", run)
+            instance.report_engine_event(f"{result.reason} while running {', '.join(batch)}", run)
             instance.report_run_failed(run)
-        return RunOutcome(key, False, error=f"{result.reason} while running this sample")
+        error = f"{result.reason} while running this sample" + (
+            f" (in a batch of {len(batch)})" if len(batch) > 1 else ""
+        )
+        return {key: RunOutcome(key, False, error=error) for key in batch}
     assert isinstance(result, TaskError)
-    return RunOutcome(key, False, error=f"{result.type_name}: {result.message}")
+    return {
+        key: RunOutcome(key, False, error=f"{result.type_name}: {result.message}") for key in batch
+    }
 
 
 _UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
@@ -184,11 +197,6 @@ def observe_sources(instance: DagsterInstance, samples: Sequence[SampleInput]) -
 
 def _prepare_worker() -> None:
     """Import what every sample run needs once, before the first sample arrives."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-
     import sc_assets.definitions  # noqa: F401
     from sc_assets.core.readers import warm_up
 
@@ -197,14 +205,25 @@ def _prepare_worker() -> None:
     _worker_instance()
 
 
-def run_sample(partition_key: str) -> RunOutcome:
-    """Materialize one ``sample_adata`` partition in this process (a worker of the pool)."""
-    return execute("ingest_sample", _worker_instance(), partition_key)
+def run_sample(batch: tuple[str, ...]) -> dict[str, RunOutcome]:
+    """Materialize a batch of ``sample_adata`` partitions in this process (a pool worker)."""
+    with _job_result("ingest_sample", _worker_instance(), batch) as result:
+        return _sample_outcomes(result, batch)
 
 
 def execute(
     job_name: str, instance: DagsterInstance, partition_key: str | None = None
 ) -> RunOutcome:
+    """Run a job of the code location in this process (one partition, if given)."""
+    keys = (partition_key,) if partition_key else ()
+    with _job_result(job_name, instance, keys) as result:
+        return _outcome(result, partition_key)
+
+
+@contextlib.contextmanager
+def _job_result(
+    job_name: str, instance: DagsterInstance, partition_keys: Sequence[str]
+) -> Iterator[JobExecutionResult]:
     """Run a job of the code location in this process, as a run recorded on ``instance``.
 
     ``execute_job`` rather than ``execute_in_process``: the latter keeps every output in memory
@@ -220,10 +239,10 @@ def execute(
         job,
         instance=instance,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        tags={PARTITION_TAG: partition_key} if partition_key else None,
+        tags=batch_tags(partition_keys) if partition_keys else None,
         raise_on_error=False,
     ) as result:
-        return _outcome(result, partition_key)
+        yield result
 
 
 def job_from_environment(job_name: str) -> JobDefinition:
@@ -245,6 +264,56 @@ def _worker_instance() -> DagsterInstance:
     if _instance is None:
         _instance = DagsterInstance.get()
     return _instance
+
+
+def _sample_outcomes(result: JobExecutionResult, batch: Sequence[str]) -> dict[str, RunOutcome]:
+    """Each sample's outcome in a run of one or several samples, from the run's events."""
+    summaries: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        metadata = materialization.metadata
+        summaries[str(materialization.partition)] = {
+            key: metadata[key].value for key in SUMMARY_KEYS if key in metadata
+        }
+    failed: dict[str, dict[str, str]] = {key: {} for key in batch}
+    warnings: dict[str, dict[str, str]] = {key: {} for key in batch}
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.passed or evaluation.partition not in failed:
+            continue
+        target = failed if evaluation.severity.value == Severity.ERROR else warnings
+        target[evaluation.partition][evaluation.check_name] = evaluation.description or "failed"
+    errors: dict[str, str] = {}
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        per_sample = (
+            data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
+            if data.user_failure_data is not None
+            else None
+        )
+        if per_sample is not None:
+            errors.update(per_sample.value)
+        elif data.error is not None:
+            message = root_cause_message(data.error)
+            for key in batch:
+                if key not in summaries:
+                    errors[key] = message
+    outcomes = {}
+    for key in batch:
+        done = key in summaries
+        outcomes[key] = RunOutcome(
+            partition_key=key,
+            success=done,
+            summary=summaries.get(key, {}),
+            failed_checks=failed[key],
+            warnings=warnings[key],
+            error=None if done else errors.get(key, "run failed"),
+        )
+    return outcomes
 
 
 def _outcome(result: JobExecutionResult, partition_key: str | None) -> RunOutcome:

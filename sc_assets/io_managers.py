@@ -19,6 +19,7 @@ from typing import Any
 
 import anndata as ad
 from dagster import (
+    AssetKey,
     ConfigurableIOManagerFactory,
     InputContext,
     MetadataValue,
@@ -74,6 +75,27 @@ class H5adIOManager(UPathIOManager):
                 f"{context.asset_key.to_user_string()}: expected AnnData or DeferredH5ad, "
                 f"got {type(obj).__name__}"
             )
+        context.add_output_metadata(self._write(obj, path))
+
+    def partition_path(self, asset_key: AssetKey, partition: str) -> UPath:
+        """Where a partition of ``asset_key`` is stored (the path handle_output uses)."""
+        asset_path = self._base_path.joinpath(*asset_key.path)
+        return self._with_extension(self.make_safe_partition_path(asset_path, partition))
+
+    def store_partition(
+        self, asset_key: AssetKey, partition: str, adata: ad.AnnData
+    ) -> dict[str, Any]:
+        """Store one partition of a run of several, as handle_output stores a single one.
+
+        Dagster's UPathIOManager stores only single-partition outputs; an asset that builds
+        several partitions in one run calls this for each. Returns the metadata
+        handle_output would add (``path``, ``bytes``).
+        """
+        path = self.partition_path(asset_key, partition)
+        self.make_directory(path.parent)
+        return {"path": MetadataValue.path(str(path)), **self._write(adata, path)}
+
+    def _write(self, obj: ad.AnnData | DeferredH5ad, path: UPath) -> dict[str, Any]:
         metadata: dict[str, Any] = {}
         size_hint = None
         if not self.compression:  # compressed, a file is smaller: a full disk shows while writing
@@ -86,7 +108,7 @@ class H5adIOManager(UPathIOManager):
             else:  # layers["counts"] equal to X is stored once, as a link (see write_h5ad)
                 write_h5ad(obj, tmp, compression=self.compression)
             metadata["bytes"] = MetadataValue.int(tmp.stat().st_size)
-        context.add_output_metadata(metadata)
+        return metadata
 
     def load_partitions(self, context: InputContext) -> Any:
         if (context.definition_metadata or {}).get(LOAD_AS_PATH):

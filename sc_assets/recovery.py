@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import (  # not re-exported by dagster 1.13
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
     AUTO_RETRY_RUN_ID_TAG,
     PARTITION_NAME_TAG,
     RUN_FAILURE_REASON_TAG,
@@ -41,6 +43,8 @@ _TRANSIENT_ERRORS = frozenset(
         "InterruptedError",
     }
 )
+#: The tags of a run of several partitions (a range), carried over to its recovery.
+_RANGE_TAGS = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
 #: Failed runs looked at per sensor tick.
 _FAILED_RUNS_PER_TICK = 100
 
@@ -64,7 +68,9 @@ class Recovery:
 
     @property
     def tags(self) -> dict[str, str]:
-        return {RECOVERY_TAG: str(self.attempt)}
+        """The recovery count, and the partition range of a run of several samples."""
+        tags = {RECOVERY_TAG: str(self.attempt)}
+        return {**tags, **{key: self.run.tags[key] for key in _RANGE_TAGS if key in self.run.tags}}
 
 
 def transient_failure(instance: DagsterInstance, run: DagsterRun) -> str | None:
@@ -156,8 +162,7 @@ def recoveries(
 
 
 def _superseded(instance: DagsterInstance, run: DagsterRun) -> bool:
-    """Whether a newer run of the same job (and partition) exists."""
-    partition = run.tags.get(PARTITION_NAME_TAG)
-    tags = {PARTITION_NAME_TAG: partition} if partition is not None else {}
+    """Whether a newer run of the same job (and partition, or partition range) exists."""
+    tags = {key: run.tags[key] for key in (PARTITION_NAME_TAG, *_RANGE_TAGS) if key in run.tags}
     latest = instance.get_runs(RunsFilter(job_name=run.job_name, tags=tags), limit=1)
     return bool(latest) and latest[0].run_id != run.run_id

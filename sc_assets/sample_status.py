@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
@@ -106,21 +107,48 @@ def sample_statuses(
     return statuses
 
 
+#: Step-failure metadata of a batch run in which several samples failed: key -> message.
+FAILED_SAMPLES_KEY = "failed_samples"
+
+
 def latest_run_failure(
     instance: DagsterInstance, asset_key: AssetKey, partition: str | None
 ) -> str | None:
     """Why the latest run that set out to materialize this asset (partition) failed.
 
-    ``None`` when that run succeeded, is still going, or there never was one.
+    ``None`` when that run succeeded, is still going, or there never was one, and when it
+    materialized this partition: a run of several samples fails when one of them does, and
+    the others' data is good.
     """
     planned = instance.get_latest_planned_materialization_info(asset_key, partition)
     run = instance.get_run_by_id(planned.run_id) if planned else None
     if run is None or run.status != DagsterRunStatus.FAILURE:
         return None
+    if partition is not None and _materialized_in(instance, asset_key, partition, run.run_id):
+        return None
     failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
-    errors = [e.dagster_event.step_failure_data.error for e in failures]
-    messages = [root_cause_message(error) for error in errors if error is not None]
+    messages = []
+    for event in failures:
+        data = event.dagster_event.step_failure_data
+        per_sample = (
+            data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
+            if (data.user_failure_data is not None)
+            else None
+        )
+        if per_sample is not None and partition in per_sample.value:
+            messages.append(per_sample.value[partition])
+        elif data.error is not None:
+            messages.append(root_cause_message(data.error))
     return "latest run failed: " + ("; ".join(messages) or "see the run's logs")
+
+
+def _materialized_in(
+    instance: DagsterInstance, asset_key: AssetKey, partition: str, run_id: str
+) -> bool:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    return bool(records) and records[0].run_id == run_id
 
 
 def root_cause_message(error: SerializableErrorInfo) -> str:

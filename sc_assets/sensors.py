@@ -24,7 +24,8 @@ from dagster import (
     sensor,
 )
 
-from sc_assets.core.inbox import InboxCursor, inbox_changes
+from sc_assets.batches import batch_tags, plan_batches
+from sc_assets.core.inbox import InboxCursor, SampleInput, inbox_changes
 from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.jobs import reference_job, sample_job
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
@@ -36,6 +37,9 @@ from sc_assets.sources import observed_sources, sample_version, source_observati
 #: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
 #: one tick hash gigabytes.
 MAX_FILES_PER_TICK = 100
+#: Runs the instance runs at once by default (``max_concurrent_runs``): a tick's new samples
+#: go into this many batches, so that every slot has one.
+RUNS_AT_ONCE = 2
 
 
 def build_new_samples_sensor(interval_seconds: int):
@@ -142,7 +146,7 @@ def build_new_samples_sensor(interval_seconds: int):
             )
 
         previous = observed_sources(instance, [s.partition_key for s in changes.ready])
-        observations = []
+        observations, to_run = [], {}
         for sample in changes.ready:
             seen = previous.get(sample.partition_key)
             try:
@@ -154,14 +158,13 @@ def build_new_samples_sensor(interval_seconds: int):
                 notes.append(f"{sample.partition_key} unchanged (same content): nothing to do")
                 continue
             observations.append(source_observation(sample, version, file_hashes))
-            run_requests.append(
-                RunRequest(
-                    run_key=f"{sample.partition_key}:{version[:16]}:{sample.ctime_ns}",
-                    job_name=sample_job.name,
-                    partition_key=sample.partition_key,
-                    tags={"sc_assets/source_sha256": version},
-                )
-            )
+            to_run[sample.partition_key] = (sample, version)
+        # Samples landed together are ingested in batches (one run per partition range):
+        # a run and its process cost seconds, which small samples would pay one by one.
+        order = [*instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME), *new_keys]
+        sizes = {key: sample.size for key, (sample, _) in to_run.items()}
+        for batch in plan_batches(order, sizes, RUNS_AT_ONCE, batches_per_worker=1):
+            run_requests.append(_sample_request([to_run[key] for key in batch]))
         return _result(
             context,
             notes,
@@ -173,6 +176,26 @@ def build_new_samples_sensor(interval_seconds: int):
         )
 
     return new_samples_sensor
+
+
+def _sample_request(samples: list[tuple[SampleInput, str]]) -> RunRequest:
+    """One run for these samples (neighbours in partition order); its key names their data."""
+    if len(samples) == 1:
+        sample, version = samples[0]
+        return RunRequest(
+            run_key=f"{sample.partition_key}:{version[:16]}:{sample.ctime_ns}",
+            job_name=sample_job.name,
+            partition_key=sample.partition_key,
+            tags={"sc_assets/source_sha256": version},
+        )
+    keys = [sample.partition_key for sample, _ in samples]
+    identity = "\n".join(f"{s.partition_key}:{v}:{s.ctime_ns}" for s, v in samples)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return RunRequest(
+        run_key=f"{keys[0]}..{keys[-1]}:{digest}",
+        job_name=sample_job.name,
+        tags=batch_tags(keys),
+    )
 
 
 def _result(

@@ -57,6 +57,8 @@ class ObservedSource:
     """The input's sizes and mtimes (and row digest) when it was hashed."""
     file_hashes: Mapping[str, str] = field(default_factory=dict)
     """:attr:`FileStat.identity` -> SHA-256 of each file then (empty for old observations)."""
+    storage_id: int | None = None
+    """The observation's event id (what a materialization's lineage points to)."""
 
 
 def observed_sources(instance: DagsterInstance, keys: Iterable[str]) -> dict[str, ObservedSource]:
@@ -88,6 +90,7 @@ def observed_sources(instance: DagsterInstance, keys: Iterable[str]) -> dict[str
             sha256=observation.tags[DATA_VERSION_TAG],
             signature=str(signature.value) if signature is not None else "",
             file_hashes=dict(hashes.value) if hashes is not None else {},
+            storage_id=record.storage_id,
         )
     return observed
 

@@ -14,7 +14,9 @@ from dagster import (
 from dagster import DagsterRunStatus as Status
 from dagster._core.storage.tags import RUN_FAILURE_REASON_TAG, WILL_RETRY_TAG
 
+from sc_assets.batches import batch_keys
 from sc_assets.resources import SampleInbox
+from sc_assets.sample_status import sample_statuses
 from sc_assets.sensors import build_new_samples_sensor
 from sc_assets_tests.conftest import run, write_sample
 
@@ -225,4 +227,30 @@ def test_a_sample_whose_run_process_died_is_asked_for_again(ticker, instance):
     assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
         ("GSM5320459_Ctrl1", f"recover:{run.run_id}")
     ]
+    assert ticker.tick().run_requests == []
+
+
+def test_samples_landed_together_are_ingested_in_batches(ticker, settings, instance, platform):
+    keys = [f"GSM53204{59 + i}_Ctrl{i + 1}" for i in range(7)]
+    for i, key in enumerate(keys):
+        age(write_sample(settings.data_dir, key, seed=i))
+    result = ticker.tick()
+    # One run per slot of the run queue, each a range of neighbours in partition order.
+    order = instance.get_dynamic_partitions("samples")
+    assert order == keys
+    batches = [batch_keys(order, r.tags) for r in result.run_requests]
+    assert sorted(map(len, batches)) == [3, 4]
+    assert sorted(key for batch in batches for key in batch) == keys
+    assert all(
+        r.partition_key is None and r.job_name == "ingest_sample" for r in result.run_requests
+    )
+    assert len({r.run_key for r in result.run_requests}) == 2
+    # The requests as the daemon launches them: every sample materialized and checked.
+    assert run(platform, "pin_reference_genes").success
+    for request in result.run_requests:
+        job = platform.defs.resolve_job_def(request.job_name)
+        assert job.execute_in_process(instance=instance, tags=request.tags).success
+    statuses = sample_statuses(instance, keys)
+    assert [key for key in keys if statuses[key].blocked] == []
+    # The same files again: nothing to do.
     assert ticker.tick().run_requests == []
