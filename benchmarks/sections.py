@@ -60,6 +60,9 @@ class Config:
     compression_reps: int
     sensor_files: int
     reader_reps: int
+    many_sizes: tuple[int, ...]
+    """Study sizes of the many-small-samples section."""
+    many_reps: int
     quiet_wait_s: float
     """How long a section may wait for the other agents' CPU use to drop before it starts."""
 
@@ -78,6 +81,8 @@ FULL = Config(
     compression_reps=3,
     sensor_files=10_000,
     reader_reps=5,
+    many_sizes=(60, 240),
+    many_reps=2,
     quiet_wait_s=60,
 )
 
@@ -96,6 +101,8 @@ SMOKE = Config(
     compression_reps=1,
     sensor_files=150,
     reader_reps=1,
+    many_sizes=(2, 4),
+    many_reps=1,
     quiet_wait_s=0,
 )
 
@@ -333,6 +340,7 @@ def _phases(
         "sample_run_s": median(durations),
         "sample_step_s": median(steps),
         "sample_run_sum_s": sum(durations),
+        "runs": float(len(samples)),
     }
 
 
@@ -773,7 +781,8 @@ def sensor(ctx: Context) -> Section:
     table = Table(["tick", "sensor evaluation s", "note"])
     table.rows += [
         ["first (every file new)", seconds(r["first_tick_s"]),
-         f"scan + cursor, {r['first_runs']} files hashed and requested (MAX_FILES_PER_TICK); "
+         f"scan + cursor, {r['first_samples']} files hashed and requested "
+         f"(MAX_FILES_PER_TICK) in {r['first_runs']} runs; "
          f"applying its result (partitions, observations) took {seconds(r['first_apply_s'])} s"],
         ["draining (the rest, 100 per tick)", seconds(r["draining_tick_median_s"]),
          f"median of {r['draining_ticks']} ticks"],

@@ -33,7 +33,9 @@ from dagster import (
     build_sensor_context,
 )
 
+from sc_assets.batches import batch_keys
 from sc_assets.dagster_home import ensure_dagster_home
+from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.resources import SampleInbox
 from sc_assets.sensors import MAX_FILES_PER_TICK, build_new_samples_sensor
 
@@ -88,8 +90,10 @@ def tick_all(folder: Path, n_files: int) -> dict[str, Any]:
             t2 = time.perf_counter()
             cursor = result.cursor
             runs = len(result.run_requests or [])
-            released += runs
-            ticks.append({"tick_s": t1 - t0, "apply_s": t2 - t1, "runs": runs})
+            order = instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME)
+            samples = sum(len(batch_keys(order, r.tags)) for r in result.run_requests or [])
+            released += samples
+            ticks.append({"tick_s": t1 - t0, "apply_s": t2 - t1, "runs": runs, "samples": samples})
             steady = [t for t in ticks if t["runs"] == 0]
             if released >= n_files and len(steady) >= STEADY_TICKS:
                 break
@@ -102,6 +106,7 @@ def tick_all(folder: Path, n_files: int) -> dict[str, Any]:
         "first_tick_s": first["tick_s"],
         "first_apply_s": first["apply_s"],
         "first_runs": first["runs"],
+        "first_samples": first["samples"],
         "draining_ticks": len(draining),
         "draining_tick_median_s": statistics.median(t["tick_s"] for t in draining)
         if draining

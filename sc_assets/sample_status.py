@@ -15,6 +15,7 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    RunsFilter,
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.event_api import PartitionKeyFilter  # not re-exported by dagster 1.13
@@ -82,27 +83,70 @@ def latest_check_evaluations(
 def sample_statuses(
     instance: DagsterInstance, partition_keys: Iterable[str]
 ) -> dict[str, SampleStatus]:
-    """The merge status of each sample partition, from its latest materialization and checks."""
+    """The merge status of each sample partition, from its latest materialization and checks.
+
+    A handful of queries whatever the number of samples (the latest materialization of each
+    partition, its latest attempt that left none, the blocking checks' latest executions);
+    only a blocked sample costs queries of its own, for its reasons.
+    """
     keys = list(partition_keys)
+    wanted = set(keys)
+    storage = instance.event_log_storage
     latest_materialization = instance.get_latest_storage_id_by_partition(
-        SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+        SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
     )
+    # Partitions whose latest attempt left no materialization: running, or failed.
+    attempts = {
+        key: run_id
+        for key, (
+            run_id,
+            _,
+        ) in storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+            SAMPLE_ADATA
+        ).items()
+        if key in wanted
+    }
+    failed_runs = (
+        {
+            run.run_id
+            for run in instance.get_runs(
+                RunsFilter(
+                    run_ids=sorted(set(attempts.values())), statuses=[DagsterRunStatus.FAILURE]
+                )
+            )
+        }
+        if attempts
+        else set()
+    )
+    infos = storage.get_asset_check_partition_info(
+        [AssetCheckKey(SAMPLE_ADATA, name) for name in BLOCKING_SAMPLE_CHECKS],
+        partition_keys=keys,
+    )
+    check_status = {(info.partition_key, info.check_key.name): info for info in infos}
     statuses = {}
     for key in keys:
+        run_error = (
+            _run_failure_message(instance, attempts[key], key)
+            if attempts.get(key) in failed_runs
+            else None
+        )
         storage_id = latest_materialization.get(key)
-        run_error = latest_run_failure(instance, SAMPLE_ADATA, key)
         if storage_id is None:
             statuses[key] = SampleStatus(key, materialized=False, run_error=run_error)
             continue
-        evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, BLOCKING_SAMPLE_CHECKS, key)
-        failed, unchecked = {}, []
+        failing, unchecked = [], []
         for name in BLOCKING_SAMPLE_CHECKS:
-            evaluation = evaluations.get(name)
-            target = evaluation.target_materialization_data if evaluation else None
-            if evaluation is None or target is None or target.storage_id != storage_id:
+            info = check_status.get((key, name))
+            if info is None or info.latest_target_materialization_storage_id != storage_id:
                 unchecked.append(name)
-            elif not evaluation.passed:
-                failed[name] = evaluation.description or "failed"
+            elif info.latest_execution_status is AssetCheckExecutionRecordStatus.FAILED:
+                failing.append(name)
+            elif info.latest_execution_status is not AssetCheckExecutionRecordStatus.SUCCEEDED:
+                unchecked.append(name)
+        failed = {}
+        if failing:
+            evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, failing, key)
+            failed = {name: evaluations[name].description or "failed" for name in failing}
         statuses[key] = SampleStatus(key, True, run_error, failed, tuple(unchecked))
     return statuses
 
@@ -126,13 +170,18 @@ def latest_run_failure(
         return None
     if partition is not None and _materialized_in(instance, asset_key, partition, run.run_id):
         return None
-    failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return _run_failure_message(instance, run.run_id, partition)
+
+
+def _run_failure_message(instance: DagsterInstance, run_id: str, partition: str | None) -> str:
+    """Why a failed run did not materialize ``partition``: its step errors, or the part of a
+    batch run's error that names this sample."""
     messages = []
-    for event in failures:
+    for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
         data = event.dagster_event.step_failure_data
         per_sample = (
             data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
-            if (data.user_failure_data is not None)
+            if data.user_failure_data is not None
             else None
         )
         if per_sample is not None and partition in per_sample.value:

@@ -24,6 +24,7 @@ SECTIONS = {
     "compression": "Storage",
     "sensor": "Sensor",
     "readers": "Readers",
+    "many_samples": "Many small samples",
 }
 
 
@@ -83,10 +84,14 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
     compression = results["compression"]["raw"]
     assert {"none", "lzf", "gzip"} <= set(compression)
     assert compression["recommended"] in ("none", "lzf", "gzip")
-    assert results["sensor"]["raw"]["first_runs"] == 100
+    assert results["sensor"]["raw"]["first_samples"] == 100
+    assert results["sensor"]["raw"]["first_runs"] == 2  # batches: one per run slot
     readers = results["readers"]["raw"]
     assert set(readers) == {"10x_h5", "10x_mtx", "h5ad"}
     assert all(r["ours_call_s"] > 0 and r["theirs_call_s"] > 0 for r in readers.values())
+    many = results["many_samples"]["raw"]
+    assert set(many) == {"2", "4"}
+    assert all(m["ingest_s"] > 0 and m["tutorial_s"] > 0 and m["runs"] >= 1 for m in many.values())
 
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Machine" in markdown and "## Where the time goes" in markdown

@@ -106,12 +106,13 @@ def read_h5ad_layout(path: str | os.PathLike[str]) -> H5adLayout:
     column-order attribute, none of its values are read.
     """
     with h5py.File(path, "r") as f:
-        var = read_elem(f["var"])
+        # The index alone: var's other columns (QC sums, ids) are read by no check.
+        names = read_elem(f["var"][f["var"].attrs["_index"]])
         encoding = f["X"].attrs.get("encoding-type", "array")
         protein = f.get(f"obsm/{PROTEIN_KEY}")
         panel = None
         if protein is not None and protein.attrs.get("encoding-type") == "dataframe":
             panel = [str(name) for name in protein.attrs["column-order"]]
     return H5adLayout(
-        var_names=[str(name) for name in var.index], x_encoding=str(encoding), protein_panel=panel
+        var_names=[str(name) for name in names], x_encoding=str(encoding), protein_panel=panel
     )

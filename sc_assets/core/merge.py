@@ -278,7 +278,7 @@ def _plan(
         with _open_source(label, path) as f:
             n_obs, nnz, matrix_dtypes = _check_matrices(f, path)
             counts_is_x = f["X"] == f[_MATRICES[1]]  # the same HDF5 object (a hard link)
-            var = read_elem(f["var"])
+            var = _read_var(f["var"], None if var_merge is None else var_merge.columns)
             obs = _frame_columns(f["obs"], n_obs)
             frames = _obsm_frames(f, path, n_obs, None if frame_heads is None else set(frame_heads))
             for key in ("obsm", "varm", "varp", "layers"):
@@ -386,6 +386,21 @@ def _frame_columns(group: h5py.Group, n_obs: int) -> pd.DataFrame:
     )
 
 
+def _read_var(group: h5py.Group, columns: list[str] | None) -> pd.DataFrame:
+    """``read_elem(group)`` of a var frame, reading only ``columns`` (all when None).
+
+    After the first source only the columns equal so far can still be merged: per-sample QC
+    columns (``total_counts``, ``mean_counts``...) differ from the second source on and are
+    not read again, ~30 ms per source of strings and floats for 33,538 genes.
+    """
+    if columns is None:
+        return read_elem(group)
+    index_key = group.attrs["_index"]
+    index = pd.Index(read_elem(group[index_key]), name=None if index_key == "_index" else index_key)
+    present = [column for column in group.attrs["column-order"] if column in set(columns)]
+    return pd.DataFrame({column: read_elem(group[column]) for column in present}, index=index)
+
+
 def _read_column(element: h5py.Dataset | h5py.Group) -> object:
     """``read_elem(element)``, read straight from h5py for a plain numeric array.
 
@@ -455,6 +470,11 @@ class _VarMerge:
     def __init__(self, first: pd.DataFrame) -> None:
         self._first = first
         self._columns = list(first.columns)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns still equal in every source so far (the only ones worth reading)."""
+        return list(self._columns)
 
     def add(self, var: pd.DataFrame) -> None:
         kept = set(self._columns)
