@@ -15,16 +15,15 @@ import time
 
 from benchmarks.measure import PYTHON, Measurement, median, run
 from benchmarks.report import Check, Section, Table, megabytes, ratio, seconds
+from benchmarks.sections import Context, _items, measure_ingest
 from benchmarks.series import CACHE_DIR, ensure_series
 
 #: ~125-145 cells per sample: the issue's "120-145 cells each", 33,538 genes, ~95% zeros.
 SMALL_SCALE = 0.015
 
 
-def section(ctx) -> Section:
-    """The section; ``ctx`` is :class:`benchmarks.sections.Context`."""
-    from benchmarks.sections import INGEST_ENV, _ingest_command, _items
-
+def section(ctx: Context) -> Section:
+    """The section: every size's ingest and tutorial, alternated."""
     sizes = ctx.config.many_sizes
     section = Section("many_samples", "Many small samples: sc-assets ingest vs tutorial")
     folder = ctx.work if ctx.config.smoke else CACHE_DIR
@@ -38,13 +37,9 @@ def section(ctx) -> Section:
         for n in sizes:
             data_dir = series[n][0].parent
             home, storage = ctx.work / f"many-home-{n}-{rep}", ctx.work / f"many-storage-{n}"
-            command = [
-                *_ingest_command(), "ingest", "--data-dir", str(data_dir),
-                "--storage-dir", str(storage), "--workers", str(workers),
-            ]  # fmt: skip
-            env = {"DAGSTER_HOME": str(home), **INGEST_ENV}
             t_start = time.time()
-            ingests[n].append(ctx.measure(section, f"ingest-{n}", command, watch_tree=True, **env))
+            ingest = measure_ingest(ctx, section, f"ingest-{n}", data_dir, storage, home, workers)
+            ingests[n].append(ingest)
             t_end = time.time()
             records = run(_items("runs", home)).result["runs"]
             phases[n].append(_phases(records, t_start, t_end))
