@@ -22,6 +22,8 @@ from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     JobDefinition,
@@ -32,6 +34,7 @@ from dagster import (
 )
 
 from sc_assets.batches import batch_tags, plan_batches
+from sc_assets.checks import BLOCKING_SAMPLE_CHECKS, SAMPLE_ADATA, SAMPLE_CHECKS
 from sc_assets.core.inbox import SampleInput, scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
@@ -146,36 +149,81 @@ def ingest(
                 return IngestReport(failed, ignored, merge=None)
         sizes = {key: sample.size for key, sample in files.items()}
         order = instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME)
-        results = pool.run(plan_batches(order, sizes, workers))
+        batches = plan_batches(order, sizes, workers)
+        outcomes: dict[str, RunOutcome] = {}
+        while batches:  # again for what a lost worker's batch had not reached
+            results = pool.run(batches)
+            batches = []
+            for batch, result in results.items():
+                done, rest = _batch_outcomes(instance, batch, result)
+                outcomes.update(done)
+                if rest:
+                    batches.append(rest)
     # The workers exit while the merge runs.
-    outcomes: dict[str, RunOutcome] = {}
-    for batch, result in results.items():
-        outcomes.update(_batch_outcomes(instance, batch, result))
     samples = [outcomes[key] for key in files]
     return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
 
 
 def _batch_outcomes(
     instance: DagsterInstance, batch: tuple[str, ...], result: object
-) -> dict[str, RunOutcome]:
-    """What a worker's result says; a lost worker's run is marked failed in the instance."""
+) -> tuple[dict[str, RunOutcome], tuple[str, ...]]:
+    """Each sample's outcome from a worker's result, and the samples still to run.
+
+    A lost worker (killed by the out-of-memory killer, ``kill -9``) fails only the sample it
+    was building: the samples of its batch stored and checked before it stay so, the run is
+    marked failed in the instance, and the samples after it are returned to run again.
+    """
     if isinstance(result, dict):
-        return result
-    if isinstance(result, WorkerLost):
-        for run in instance.get_runs(
-            RunsFilter(job_name="ingest_sample", tags=batch_tags(batch), statuses=_UNFINISHED),
-            limit=1,
-        ):
-            instance.report_engine_event(f"{result.reason} while running {', '.join(batch)}", run)
-            instance.report_run_failed(run)
-        error = f"{result.reason} while running this sample" + (
-            f" (in a batch of {len(batch)})" if len(batch) > 1 else ""
+        return result, ()
+    if isinstance(result, TaskError):
+        error = f"{result.type_name}: {result.message}"
+        return {key: RunOutcome(key, False, error=error) for key in batch}, ()
+    assert isinstance(result, WorkerLost)
+    done: dict[str, RunOutcome] = {}
+    for run in instance.get_runs(
+        RunsFilter(job_name="ingest_sample", tags=batch_tags(batch), statuses=_UNFINISHED),
+        limit=1,
+    ):
+        done = _stored_outcomes(instance, run.run_id, batch)
+        lost = next((key for key in batch if key not in done), None)
+        where = lost or "its batch, after its last sample"
+        instance.report_engine_event(f"{result.reason} while running {where}", run)
+        instance.report_run_failed(run)
+    position = next((i for i, key in enumerate(batch) if key not in done), len(batch))
+    if position < len(batch):
+        lost = batch[position]
+        done[lost] = RunOutcome(lost, False, error=f"{result.reason} while running this sample")
+    return done, batch[position + 1 :]
+
+
+def _stored_outcomes(
+    instance: DagsterInstance, run_id: str, batch: Sequence[str]
+) -> dict[str, RunOutcome]:
+    """The samples of ``batch`` that run ``run_id`` stored with all their checks."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=SAMPLE_ADATA, asset_partitions=list(batch)),
+        limit=len(batch),
+    ).records
+    evaluations: dict[str, list] = {}
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data
+        evaluations.setdefault(evaluation.partition, []).append(evaluation)
+    stored = {}
+    for record in records:
+        key = str(record.partition_key)
+        checks = evaluations.get(key, [])
+        if record.run_id != run_id or len(checks) < len(SAMPLE_CHECKS):
+            continue
+        metadata = record.asset_materialization.metadata
+        failed = {e.check_name: e.description or "failed" for e in checks if not e.passed}
+        stored[key] = RunOutcome(
+            key,
+            True,
+            summary={k: metadata[k].value for k in SUMMARY_KEYS if k in metadata},
+            failed_checks={k: v for k, v in failed.items() if k in BLOCKING_SAMPLE_CHECKS},
+            warnings={k: v for k, v in failed.items() if k not in BLOCKING_SAMPLE_CHECKS},
         )
-        return {key: RunOutcome(key, False, error=error) for key in batch}
-    assert isinstance(result, TaskError)
-    return {
-        key: RunOutcome(key, False, error=f"{result.type_name}: {result.message}") for key in batch
-    }
+    return stored
 
 
 _UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import anndata as ad
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from sc_assets.batches import batch_keys
 from sc_assets.core.count_matrix_writer import write_count_matrix
 from sc_assets.core.demo import write_demo_series
 from sc_assets.core.demo_layouts import demo_counts
@@ -127,3 +129,43 @@ def test_a_killed_worker_fails_only_its_sample_and_a_second_ingest_completes(tmp
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, out + err
     assert ad.read_h5ad(tmp_path / "storage" / "merged_adata.h5ad").obs["sample"].nunique() == 5
+
+
+def test_a_worker_killed_mid_batch_fails_only_the_sample_it_was_building(tmp_path, series):
+    """Runs hold batches of samples: the kill costs the one being built, not its neighbours."""
+    data = tmp_path / "data"
+    data.mkdir()
+    # Second in partition order, so with 9 samples on one worker (batches of 3) its batch is
+    # GSM5320459_Ctrl1 (stored before the kill), the big one, then GSM5320460_Ctrl2.
+    counts = demo_counts(4, scale=0.25, seed=5)
+    big = write_count_matrix(
+        data / "GSM5320459_Ctrl9_count_matrix.csv.gz", counts.X, counts.genes, counts.barcodes
+    )
+    for path in series[:8]:
+        os.link(path, data / path.name)
+    ingest = sc_assets("ingest", "--workers", "1", cwd=tmp_path)
+    deadline, victim = time.monotonic() + 300, None
+    while victim is None and time.monotonic() < deadline and ingest.poll() is None:
+        victim = _sample_being_read(ingest.pid, {big.name})
+        time.sleep(0.002)
+    assert victim is not None, "never saw a worker reading the big sample"
+    os.kill(int(victim.split(":")[0]), signal.SIGKILL)
+    out, err = ingest.communicate(timeout=600)
+    assert ingest.returncode == 1, out + err
+    assert "Traceback" not in out + err, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "ERROR: worker process killed by SIGKILL" in rows["GSM5320459_Ctrl9"], out
+    others = [p.name.removesuffix("_count_matrix.csv.gz") for p in series[:8]]
+    assert all(rows[key].rstrip().endswith("ok") for key in others), out
+    assert "GSM5320459_Ctrl9: never materialized" in rows["merged_adata"]
+
+    with DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
+        order = instance.get_dynamic_partitions("samples")
+        runs = {
+            tuple(batch_keys(order, run.tags)): run.status
+            for run in instance.get_runs(RunsFilter(job_name="ingest_sample"))
+        }
+    assert runs[("GSM5320459_Ctrl1", "GSM5320459_Ctrl9", "GSM5320460_Ctrl2")] == (
+        DagsterRunStatus.FAILURE
+    )
+    assert runs[("GSM5320460_Ctrl2",)] == DagsterRunStatus.SUCCESS  # what it had not reached
