@@ -112,6 +112,7 @@ def sample_adata(
     reference = _latest_materialization(instance, REFERENCE_GENES)
     failed: dict[str, BaseException] = {}
     for key in keys:
+        adata = None  # the previous sample is freed before this one is read
         try:
             spec = inbox.sample(key).spec
             adata = read_sample(spec)
