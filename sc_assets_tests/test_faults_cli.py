@@ -97,53 +97,21 @@ def _sample_being_read(pid: int, names: set[str]) -> str | None:
     return None
 
 
-def test_a_killed_worker_fails_only_its_sample_and_a_second_ingest_completes(tmp_path, series):
+def ingest_killing_the_reader(
+    tmp_path: Path, series: list[Path], n: int, big_key: str, *args: str
+) -> dict[str, str]:
+    """``sc-assets ingest`` of ``n`` samples and a larger one, ``big_key``, whose worker is
+    killed while it reads that file (its read takes long enough to be caught). The summary
+    rows by sample, once the ingest has exited 1 without a traceback."""
     data = tmp_path / "data"
     data.mkdir()
-    # One larger sample: its read takes long enough to catch its worker with the file open.
     counts = demo_counts(4, scale=0.25, seed=5)
     big = write_count_matrix(
-        data / "GSM9999999_Big1_count_matrix.csv.gz", counts.X, counts.genes, counts.barcodes
+        data / f"{big_key}_count_matrix.csv.gz", counts.X, counts.genes, counts.barcodes
     )
-    for path in series[:4]:
+    for path in series[:n]:
         os.link(path, data / path.name)
-    ingest = sc_assets("ingest", cwd=tmp_path)
-    deadline, victim = time.monotonic() + 300, None
-    while victim is None and time.monotonic() < deadline and ingest.poll() is None:
-        victim = _sample_being_read(ingest.pid, {big.name})
-        time.sleep(0.002)
-    assert victim is not None, "never saw a worker reading the big sample"
-    pid, name = victim.split(":")
-    os.kill(int(pid), signal.SIGKILL)
-    out, err = ingest.communicate(timeout=600)
-    assert ingest.returncode == 1, out + err
-    assert "Traceback" not in out + err, err
-    rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
-    lost = name.removesuffix("_count_matrix.csv.gz")
-    assert "ERROR: worker process killed by SIGKILL" in rows[lost], out
-    others = [p.name.removesuffix("_count_matrix.csv.gz") for p in series[:4]]
-    assert all(rows[key].rstrip().endswith("ok") for key in others), out
-    assert f"{lost}: never materialized" in rows["merged_adata"]
-
-    again = sc_assets("ingest", cwd=tmp_path)
-    out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, out + err
-    assert ad.read_h5ad(tmp_path / "storage" / "merged_adata.h5ad").obs["sample"].nunique() == 5
-
-
-def test_a_worker_killed_mid_batch_fails_only_the_sample_it_was_building(tmp_path, series):
-    """Runs hold batches of samples: the kill costs the one being built, not its neighbours."""
-    data = tmp_path / "data"
-    data.mkdir()
-    # Second in partition order, so with 9 samples on one worker (batches of 3) its batch is
-    # GSM5320459_Ctrl1 (stored before the kill), the big one, then GSM5320460_Ctrl2.
-    counts = demo_counts(4, scale=0.25, seed=5)
-    big = write_count_matrix(
-        data / "GSM5320459_Ctrl9_count_matrix.csv.gz", counts.X, counts.genes, counts.barcodes
-    )
-    for path in series[:8]:
-        os.link(path, data / path.name)
-    ingest = sc_assets("ingest", "--workers", "1", cwd=tmp_path)
+    ingest = sc_assets("ingest", *args, cwd=tmp_path)
     deadline, victim = time.monotonic() + 300, None
     while victim is None and time.monotonic() < deadline and ingest.poll() is None:
         victim = _sample_being_read(ingest.pid, {big.name})
@@ -154,11 +122,26 @@ def test_a_worker_killed_mid_batch_fails_only_the_sample_it_was_building(tmp_pat
     assert ingest.returncode == 1, out + err
     assert "Traceback" not in out + err, err
     rows = {line.split()[0]: line for line in out.splitlines()[1:] if line.strip()}
-    assert "ERROR: worker process killed by SIGKILL" in rows["GSM5320459_Ctrl9"], out
-    others = [p.name.removesuffix("_count_matrix.csv.gz") for p in series[:8]]
+    assert "ERROR: worker process killed by SIGKILL" in rows[big_key], out
+    others = [p.name.removesuffix("_count_matrix.csv.gz") for p in series[:n]]
     assert all(rows[key].rstrip().endswith("ok") for key in others), out
-    assert "GSM5320459_Ctrl9: never materialized" in rows["merged_adata"]
+    assert f"{big_key}: never materialized" in rows["merged_adata"]
+    return rows
 
+
+def test_a_killed_worker_fails_only_its_sample_and_a_second_ingest_completes(tmp_path, series):
+    ingest_killing_the_reader(tmp_path, series, 4, "GSM9999999_Big1")
+    again = sc_assets("ingest", cwd=tmp_path)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, out + err
+    assert ad.read_h5ad(tmp_path / "storage" / "merged_adata.h5ad").obs["sample"].nunique() == 5
+
+
+def test_a_worker_killed_mid_batch_fails_only_the_sample_it_was_building(tmp_path, series):
+    """Runs hold batches of samples: the kill costs the one being built, not its neighbours."""
+    # Second in partition order, so with 9 samples on one worker (batches of 3) its batch is
+    # GSM5320459_Ctrl1 (stored before the kill), the big one, then GSM5320460_Ctrl2.
+    ingest_killing_the_reader(tmp_path, series, 8, "GSM5320459_Ctrl9", "--workers", "1")
     with DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         order = instance.get_dynamic_partitions("samples")
         runs = {
