@@ -7,14 +7,21 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+)
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from sc_assets.checks import MERGED_ADATA, MERGED_CHECKS, SAMPLE_ADATA, SAMPLE_CHECKS
 from sc_assets.core.report import CheckCell, Report, ReportRow, WrittenReport
 from sc_assets.core.report import write_report as write_report_files
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.sample_status import latest_check_evaluations, latest_run_failure
+from sc_assets.sample_status import latest_check_evaluations, latest_run_failure, run_failures
 
 _PLOT_RE = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
@@ -25,9 +32,12 @@ def write_report(instance: DagsterInstance, out_dir: Path) -> WrittenReport:
 
 
 def gather_report(instance: DagsterInstance) -> Report:
-    """The latest result of every check of every sample partition and of ``merged_adata``."""
+    """The latest result of every check of every sample partition and of ``merged_adata``.
+
+    The samples' rows take a few queries whatever their number (see :func:`_sample_rows`).
+    """
     keys = sorted(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
-    samples = [_row(instance, SAMPLE_ADATA, list(SAMPLE_CHECKS), key) for key in keys]
+    samples = _sample_rows(instance, keys)
     merged = _row(instance, MERGED_ADATA, list(MERGED_CHECKS), None)
     return Report(
         title="sc-assets check report",
@@ -51,6 +61,49 @@ def _row(
     return ReportRow(name, cells, note or "", _plot(instance, asset_key, partition))
 
 
+def _sample_rows(instance: DagsterInstance, keys: list[str]) -> list[ReportRow]:
+    """One row per sample, in a few queries whatever their number: the latest
+    materializations (plots) in two, the checks' latest evaluations in seven, the run
+    failures in two plus one per failed run."""
+    storage = instance.event_log_storage
+    latest = instance.get_latest_storage_id_by_partition(
+        SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    )
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=SAMPLE_ADATA, storage_ids=list(latest.values())),
+        limit=max(len(latest), 1),
+    ).records
+    plots = {str(r.partition_key): _plot_bytes(r.asset_materialization) for r in records}
+    # Each check's latest evaluations, newest first, across partitions: one query per check
+    # (a partition evaluated many times may fall outside; it then gets its own query).
+    finished = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    evaluations: dict[str, dict[str, AssetCheckEvaluation]] = {key: {} for key in keys}
+    for name in SAMPLE_CHECKS:
+        history = storage.get_asset_check_execution_history(
+            AssetCheckKey(SAMPLE_ADATA, name), limit=4 * len(keys) + 100, status=finished
+        )
+        for record in history:
+            found = evaluations.get(str(record.partition))
+            if found is not None and name not in found and record.evaluation is not None:
+                found[name] = record.evaluation
+    checked = {
+        str(info.partition_key)
+        for info in storage.get_asset_check_partition_info(
+            [AssetCheckKey(SAMPLE_ADATA, name) for name in SAMPLE_CHECKS], partition_keys=keys
+        )
+    }
+    errors = run_failures(instance, SAMPLE_ADATA, keys)
+    rows = []
+    for key in keys:
+        found = evaluations[key]
+        if key in checked and len(found) < len(SAMPLE_CHECKS):
+            found = latest_check_evaluations(instance, SAMPLE_ADATA, list(SAMPLE_CHECKS), key)
+        cells = {check: _cell(found[check]) for check in SAMPLE_CHECKS if check in found}
+        note = errors.get(key) or ("" if cells else "never materialized")
+        rows.append(ReportRow(key, cells, note, plots.get(key)))
+    return rows
+
+
 def _cell(evaluation: AssetCheckEvaluation) -> CheckCell:
     if evaluation.passed:
         status = "pass"
@@ -72,6 +125,11 @@ def _plot(instance: DagsterInstance, asset_key: AssetKey, partition: str | None)
     ).records
     if not records:
         return None
-    value = records[0].asset_materialization.metadata.get("qc_plots")
+    return _plot_bytes(records[0].asset_materialization)
+
+
+def _plot_bytes(materialization) -> bytes | None:
+    """The QC plot PNG a materialization carries in its ``qc_plots`` metadata, if any."""
+    value = materialization.metadata.get("qc_plots") if materialization else None
     match = _PLOT_RE.search(str(value.value)) if value is not None else None
     return base64.b64decode(match.group(1)) if match else None

@@ -95,29 +95,7 @@ def sample_statuses(
     latest_materialization = instance.get_latest_storage_id_by_partition(
         SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
     )
-    # Partitions whose latest attempt left no materialization: running, or failed.
-    attempts = {
-        key: run_id
-        for key, (
-            run_id,
-            _,
-        ) in storage.get_latest_asset_partition_materialization_attempts_without_materializations(
-            SAMPLE_ADATA
-        ).items()
-        if key in wanted
-    }
-    failed_runs = (
-        {
-            run.run_id
-            for run in instance.get_runs(
-                RunsFilter(
-                    run_ids=sorted(set(attempts.values())), statuses=[DagsterRunStatus.FAILURE]
-                )
-            )
-        }
-        if attempts
-        else set()
-    )
+    run_errors = run_failures(instance, SAMPLE_ADATA, keys)
     infos = storage.get_asset_check_partition_info(
         [AssetCheckKey(SAMPLE_ADATA, name) for name in BLOCKING_SAMPLE_CHECKS],
         partition_keys=keys,
@@ -125,11 +103,7 @@ def sample_statuses(
     check_status = {(info.partition_key, info.check_key.name): info for info in infos}
     statuses = {}
     for key in keys:
-        run_error = (
-            _run_failure_message(instance, attempts[key], key)
-            if attempts.get(key) in failed_runs
-            else None
-        )
+        run_error = run_errors.get(key)
         storage_id = latest_materialization.get(key)
         if storage_id is None:
             statuses[key] = SampleStatus(key, materialized=False, run_error=run_error)
@@ -149,6 +123,30 @@ def sample_statuses(
             failed = {name: evaluations[name].description or "failed" for name in failing}
         statuses[key] = SampleStatus(key, True, run_error, failed, tuple(unchecked))
     return statuses
+
+
+def run_failures(
+    instance: DagsterInstance, asset_key: AssetKey, partition_keys: Iterable[str]
+) -> dict[str, str]:
+    """Partition -> why its latest run failed, for the partitions that run did not
+    materialize (:func:`latest_run_failure` for many partitions, in two queries plus one per
+    failed run)."""
+    wanted = set(partition_keys)
+    attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
+        asset_key
+    )
+    run_ids = {run_id for key, (run_id, _) in attempts.items() if key in wanted}
+    if not run_ids:
+        return {}
+    failed = instance.get_runs(
+        RunsFilter(run_ids=sorted(run_ids), statuses=[DagsterRunStatus.FAILURE])
+    )
+    failed_ids = {run.run_id for run in failed}
+    return {
+        key: _run_failure_message(instance, run_id, key)
+        for key, (run_id, _) in attempts.items()
+        if key in wanted and run_id in failed_ids
+    }
 
 
 #: Step-failure metadata of a batch run in which several samples failed: key -> message.

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sc_assets.checks import MERGED_ADATA
+from sc_assets.checks import MERGED_ADATA, SAMPLE_ADATA, SAMPLE_CHECKS
 from sc_assets.core.count_matrix_writer import write_count_matrix
-from sc_assets.report import write_report
+from sc_assets.report import _row, _sample_rows, write_report
 from sc_assets_tests.conftest import copy_samples, ingest, pandas_reference, run
 
 GOOD = ["GSM5320459_Ctrl1", "GSM5320460_Ctrl2", "GSM5320461_Ctrl3"]
@@ -127,3 +127,14 @@ def test_the_report_lists_both_bad_samples_with_the_reason_and_the_plots(
     for key in [*GOOD, MISSING_GENES, DENSE]:
         assert f"![QC plots of {key}](plots/{key}.png)" in markdown
         assert (tmp_path / "plots" / f"{key}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_report_reads_all_samples_at_once_as_it_reads_each(mixed, module_platform):
+    """The report's bulk queries give every sample the row its own queries give."""
+    instance = module_platform.instance
+    keys = sorted(instance.get_dynamic_partitions("samples"))
+    rows = {row.name: row for row in _sample_rows(instance, keys)}
+    for key in keys:
+        assert rows[key] == _row(instance, SAMPLE_ADATA, list(SAMPLE_CHECKS), key), key
+    assert rows[DENSE].checks["sparsity"].status == "fail"
+    assert rows[GOOD[0]].plot_png.startswith(b"\x89PNG")
