@@ -14,7 +14,8 @@ MAX_RUN_RETRIES = 2
 
 _HEADER = "# Written by sc-assets (sc_assets/dagster_home.py)."
 
-_COMMON = f"""\
+#: What round 1 wrote after the header: telemetry and the run queue.
+_ROUND_1_COMMON = """\
 telemetry:
   enabled: false
 concurrency:
@@ -22,6 +23,11 @@ concurrency:
     max_concurrent_runs: 2  # one run per core on a 2-core machine; more only queue for CPU
 run_queue:
   dequeue_interval_seconds: 2  # start a queued run soon after a slot frees (default 5)
+"""
+
+_COMMON = (
+    _ROUND_1_COMMON
+    + f"""\
 # Faults heal themselves. A run whose worker process dies (kill -9, the out-of-memory killer)
 # is marked failed by the code server or, if nobody watched it, by the run monitor, which
 # checks every run worker's pid (sc_assets.run_launcher); run retries then launch it again.
@@ -39,50 +45,35 @@ run_retries:
   max_retries: {MAX_RUN_RETRIES}
   retry_on_asset_or_op_failure: false
 """
+)
+
+_SQLITE_HEADER = f"{_HEADER} Storage: SQLite here.\n"
+_POSTGRES_HEADER = (
+    f"{_HEADER} Storage: PostgreSQL at\n"
+    "# $DAGSTER_POSTGRES_URL (credentials stay in the environment).\n"
+)
+_POSTGRES_STORAGE = """\
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+"""
 
 #: The default: SQLite storage in the folder (Dagster's default), telemetry off, a run queue
 #: that runs two runs at a time, run monitoring and retries of runs whose process died.
-SQLITE_DAGSTER_YAML = f"{_HEADER} Storage: SQLite here.\n" + _COMMON
+SQLITE_DAGSTER_YAML = _SQLITE_HEADER + _COMMON
 
 #: PostgreSQL storage for runs, events and schedules. The URL (with any credentials) comes
 #: from the environment, never from this file, e.g.
 #: DAGSTER_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/dagster (name the
 #: driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed).
-POSTGRES_DAGSTER_YAML = (
-    f"{_HEADER} Storage: PostgreSQL at\n"
-    "# $DAGSTER_POSTGRES_URL (credentials stay in the environment).\n"
-    + _COMMON
-    + """\
-storage:
-  postgres:
-    postgres_url:
-      env: DAGSTER_POSTGRES_URL
-"""
-)
-
-_ROUND_1_COMMON = """\
-telemetry:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 2  # one run per core on a 2-core machine; more only queue for CPU
-run_queue:
-  dequeue_interval_seconds: 2  # start a queued run soon after a slot frees (default 5)
-"""
+POSTGRES_DAGSTER_YAML = _POSTGRES_HEADER + _COMMON + _POSTGRES_STORAGE
 
 #: What earlier versions wrote, byte for byte: such a file is brought up to date (the old one
 #: kept beside it), anything else is the user's and left alone.
 _EARLIER = {
-    f"{_HEADER} Storage: SQLite here.\n" + _ROUND_1_COMMON: SQLITE_DAGSTER_YAML,
-    f"{_HEADER} Storage: PostgreSQL at\n"
-    "# $DAGSTER_POSTGRES_URL (credentials stay in the environment).\n"
-    + _ROUND_1_COMMON
-    + """\
-storage:
-  postgres:
-    postgres_url:
-      env: DAGSTER_POSTGRES_URL
-""": POSTGRES_DAGSTER_YAML,
+    _SQLITE_HEADER + _ROUND_1_COMMON: SQLITE_DAGSTER_YAML,
+    _POSTGRES_HEADER + _ROUND_1_COMMON + _POSTGRES_STORAGE: POSTGRES_DAGSTER_YAML,
 }
 
 

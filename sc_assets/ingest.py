@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
@@ -34,11 +35,11 @@ from dagster import (
 )
 
 from sc_assets.batches import batch_tags, plan_batches
-from sc_assets.checks import BLOCKING_SAMPLE_CHECKS, SAMPLE_ADATA, SAMPLE_CHECKS
+from sc_assets.checks import SAMPLE_ADATA, SAMPLE_CHECKS
 from sc_assets.core.inbox import SampleInput, scan_inbox
 from sc_assets.core.validation import Severity
 from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.sample_status import FAILED_SAMPLES_KEY, root_cause_message, samples_to_forget
+from sc_assets.sample_status import run_errors, samples_to_forget
 from sc_assets.settings import Settings
 from sc_assets.sources import observed_sources, sample_version, source_observation
 from sc_assets.worker_pool import TaskError, WorkerLost, WorkerPool
@@ -204,7 +205,7 @@ def _stored_outcomes(
         AssetRecordsFilter(asset_key=SAMPLE_ADATA, asset_partitions=list(batch)),
         limit=len(batch),
     ).records
-    evaluations: dict[str, list] = {}
+    evaluations: dict[str, list[AssetCheckEvaluation]] = {}
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.asset_check_evaluation_data
         evaluations.setdefault(evaluation.partition, []).append(evaluation)
@@ -212,17 +213,9 @@ def _stored_outcomes(
     for record in records:
         key = str(record.partition_key)
         checks = evaluations.get(key, [])
-        if record.run_id != run_id or len(checks) < len(SAMPLE_CHECKS):
-            continue
-        metadata = record.asset_materialization.metadata
-        failed = {e.check_name: e.description or "failed" for e in checks if not e.passed}
-        stored[key] = RunOutcome(
-            key,
-            True,
-            summary={k: metadata[k].value for k in SUMMARY_KEYS if k in metadata},
-            failed_checks={k: v for k, v in failed.items() if k in BLOCKING_SAMPLE_CHECKS},
-            warnings={k: v for k, v in failed.items() if k not in BLOCKING_SAMPLE_CHECKS},
-        )
+        if record.run_id == run_id and len(checks) == len(SAMPLE_CHECKS):
+            metadata = record.asset_materialization.metadata
+            stored[key] = _run_outcome(key, True, metadata, checks, None)
     return stored
 
 
@@ -316,77 +309,60 @@ def _worker_instance() -> DagsterInstance:
 
 def _sample_outcomes(result: JobExecutionResult, batch: Sequence[str]) -> dict[str, RunOutcome]:
     """Each sample's outcome in a run of one or several samples, from the run's events."""
-    summaries: dict[str, dict[str, Any]] = {}
-    for event in result.get_asset_materialization_events():
-        materialization = event.materialization
-        metadata = materialization.metadata
-        summaries[str(materialization.partition)] = {
-            key: metadata[key].value for key in SUMMARY_KEYS if key in metadata
-        }
-    failed: dict[str, dict[str, str]] = {key: {} for key in batch}
-    warnings: dict[str, dict[str, str]] = {key: {} for key in batch}
-    for event in result.all_events:
-        if event.event_type_value != "ASSET_CHECK_EVALUATION":
-            continue
-        evaluation = event.asset_check_evaluation_data
-        if evaluation.passed or evaluation.partition not in failed:
-            continue
-        target = failed if evaluation.severity.value == Severity.ERROR else warnings
-        target[evaluation.partition][evaluation.check_name] = evaluation.description or "failed"
-    errors: dict[str, str] = {}
-    for event in result.all_events:
-        if not event.is_step_failure:
-            continue
-        data = event.step_failure_data
-        per_sample = (
-            data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
-            if data.user_failure_data is not None
-            else None
+    metadata = {
+        str(event.materialization.partition): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    evaluations: dict[str, list[AssetCheckEvaluation]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        evaluations.setdefault(str(evaluation.partition), []).append(evaluation)
+    errors = run_errors(e.step_failure_data for e in result.all_events if e.is_step_failure)
+    return {
+        key: _run_outcome(
+            key,
+            key in metadata,
+            metadata.get(key),
+            evaluations.get(key, []),
+            None if key in metadata else errors.for_sample(key) or "run failed",
         )
-        if per_sample is not None:
-            errors.update(per_sample.value)
-        elif data.error is not None:
-            message = root_cause_message(data.error)
-            for key in batch:
-                if key not in summaries:
-                    errors[key] = message
-    outcomes = {}
-    for key in batch:
-        done = key in summaries
-        outcomes[key] = RunOutcome(
-            partition_key=key,
-            success=done,
-            summary=summaries.get(key, {}),
-            failed_checks=failed[key],
-            warnings=warnings[key],
-            error=None if done else errors.get(key, "run failed"),
-        )
-    return outcomes
+        for key in batch
+    }
 
 
 def _outcome(result: JobExecutionResult, partition_key: str | None) -> RunOutcome:
-    summary: dict[str, Any] = {}
-    for materialization in result.get_asset_materialization_events():
-        metadata = materialization.materialization.metadata
-        summary = {key: metadata[key].value for key in SUMMARY_KEYS if key in metadata}
-    failed, warnings = {}, {}
-    for evaluation in result.get_asset_check_evaluations():
-        if evaluation.passed:
-            continue
-        target = failed if evaluation.severity.value == Severity.ERROR else warnings
-        target[evaluation.check_name] = evaluation.description or "failed"
-    errors = [
-        root_cause_message(event.step_failure_data.error)
-        for event in result.all_events
-        if event.is_step_failure and event.step_failure_data.error is not None
-    ]
+    """The outcome of a run of one job (the pin, the merge), from its events."""
+    materializations = result.get_asset_materialization_events()
+    errors = run_errors(e.step_failure_data for e in result.all_events if e.is_step_failure)
+    return _run_outcome(
+        partition_key,
+        result.success,
+        materializations[-1].materialization.metadata if materializations else None,
+        result.get_asset_check_evaluations(),
+        errors.for_sample(None) or (None if result.success else "run failed"),
+    )
+
+
+def _run_outcome(
+    key: str | None,
+    success: bool,
+    metadata: Mapping[str, Any] | None,
+    evaluations: Sequence[AssetCheckEvaluation],
+    error: str | None,
+) -> RunOutcome:
+    """An outcome from a materialization's metadata and its check evaluations."""
+    failed: dict[str, str] = {}
+    warnings: dict[str, str] = {}
+    for evaluation in evaluations:
+        if not evaluation.passed:
+            target = failed if evaluation.severity.value == Severity.ERROR else warnings
+            target[evaluation.check_name] = evaluation.description or "failed"
     return RunOutcome(
-        partition_key=partition_key,
-        success=result.success,
-        summary=summary,
+        partition_key=key,
+        success=success,
+        summary={k: metadata[k].value for k in SUMMARY_KEYS if k in metadata} if metadata else {},
         failed_checks=failed,
         warnings=warnings,
-        error="; ".join(errors) or (None if result.success else "run failed"),
+        error=error,
     )
 
 

@@ -19,6 +19,7 @@ from dagster import (
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.event_api import PartitionKeyFilter  # not re-exported by dagster 1.13
+from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._utils.error import SerializableErrorInfo
 
@@ -141,16 +142,56 @@ def run_failures(
     failed = instance.get_runs(
         RunsFilter(run_ids=sorted(run_ids), statuses=[DagsterRunStatus.FAILURE])
     )
-    failed_ids = {run.run_id for run in failed}
+    errors = {run.run_id: _logged_run_errors(instance, run.run_id) for run in failed}
     return {
-        key: _run_failure_message(instance, run_id, key)
+        key: _failure_note(errors[run_id], key)
         for key, (run_id, _) in attempts.items()
-        if key in wanted and run_id in failed_ids
+        if key in wanted and run_id in errors
     }
 
 
 #: Step-failure metadata of a batch run in which several samples failed: key -> message.
 FAILED_SAMPLES_KEY = "failed_samples"
+
+
+@dataclass(frozen=True)
+class RunErrors:
+    """What a failed run's steps said: a batch's message per failed sample, and the rest."""
+
+    per_sample: Mapping[str, str]
+    general: tuple[str, ...]
+
+    def for_sample(self, key: str | None) -> str | None:
+        """Why the run did not materialize ``key`` (None when its steps said nothing)."""
+        if key is not None and key in self.per_sample:
+            return self.per_sample[key]
+        return "; ".join(self.general) or None
+
+
+def run_errors(failures: Iterable[StepFailureData]) -> RunErrors:
+    """The errors of a run's failed steps (a batch's per-sample ones apart)."""
+    per_sample: dict[str, str] = {}
+    general: list[str] = []
+    for data in failures:
+        listed = (
+            data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
+            if data.user_failure_data is not None
+            else None
+        )
+        if listed is not None:
+            per_sample.update(listed.value)
+        elif data.error is not None:
+            general.append(root_cause_message(data.error))
+    return RunErrors(per_sample, tuple(general))
+
+
+def _logged_run_errors(instance: DagsterInstance, run_id: str) -> RunErrors:
+    failures = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return run_errors(event.dagster_event.step_failure_data for event in failures)
+
+
+def _failure_note(errors: RunErrors, partition: str | None) -> str:
+    return "latest run failed: " + (errors.for_sample(partition) or "see the run's logs")
 
 
 def latest_run_failure(
@@ -168,25 +209,7 @@ def latest_run_failure(
         return None
     if partition is not None and _materialized_in(instance, asset_key, partition, run.run_id):
         return None
-    return _run_failure_message(instance, run.run_id, partition)
-
-
-def _run_failure_message(instance: DagsterInstance, run_id: str, partition: str | None) -> str:
-    """Why a failed run did not materialize ``partition``: its step errors, or the part of a
-    batch run's error that names this sample."""
-    messages = []
-    for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
-        data = event.dagster_event.step_failure_data
-        per_sample = (
-            data.user_failure_data.metadata.get(FAILED_SAMPLES_KEY)
-            if data.user_failure_data is not None
-            else None
-        )
-        if per_sample is not None and partition in per_sample.value:
-            messages.append(per_sample.value[partition])
-        elif data.error is not None:
-            messages.append(root_cause_message(data.error))
-    return "latest run failed: " + ("; ".join(messages) or "see the run's logs")
+    return _failure_note(_logged_run_errors(instance, run.run_id), partition)
 
 
 def _materialized_in(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,32 @@ from sc_assets.dagster_home import ensure_dagster_home
 from sc_assets.settings import Settings
 
 TEST_GENES = [f"GENE{i}" for i in range(400)] + ["TBCE", "TBCE", "MT-CO1", "MT-ND1", "MT-CYB"]
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """``sc-assets ARGS`` started as a user in the project folder ``cwd`` runs it: none of
+    the test environment's ``SC_ASSETS_*`` settings, its own Dagster home there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_ASSETS_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sc_assets.cli", *args],
+        cwd=cwd,
+        env={**env, "DAGSTER_HOME": str(cwd / ".dagster_home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """:func:`start_cli`, waited for (killed after ``timeout`` seconds)."""
+    process = start_cli(*args, cwd=cwd)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 @dataclass

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -17,21 +15,10 @@ from dagster import DagsterInstance
 
 from sc_assets.core.demo_layouts import LAYOUT_SAMPLES, demo_counts, write_layout_study
 from sc_assets.core.genes import unique_gene_names
+from sc_assets_tests.conftest import run_cli
 
 SCALE = 0.014  # 110-130 cells per sample: above the 100-cell minimum, quick to ingest
 LAYOUTS = [name for name, _ in LAYOUT_SAMPLES]
-
-
-def sc_assets(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_ASSETS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sc_assets.cli", *args],
-        cwd=cwd,
-        env={**env, "DAGSTER_HOME": str(cwd / ".dagster_home")},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +30,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ingested(study: Path) -> subprocess.CompletedProcess:
-    return sc_assets(
-        "ingest", "--samplesheet", "inputs/samplesheet.csv", "--workers", "2", cwd=study
-    )
+    return run_cli("ingest", "--samplesheet", "inputs/samplesheet.csv", "--workers", "2", cwd=study)
 
 
 def expected_counts(index: int) -> sp.csr_matrix:
@@ -104,7 +89,7 @@ def test_a_bad_samplesheet_is_refused_whole_and_nothing_is_written(tmp_path: Pat
     lines.append("geo_csv,missing.h5,,,,,Ctrl,D9,x")  # a repeated name and a missing file
     lines.append("bad name,geo_csv.csv.gz,h5,,,,Ctrl,D9,x")
     sheet.write_text("\n".join(lines) + "\n")
-    result = sc_assets("ingest", "--samplesheet", str(sheet), cwd=tmp_path)
+    result = run_cli("ingest", "--samplesheet", str(sheet), cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "samplesheet.csv, line 4, column sample:" in result.stderr
@@ -116,9 +101,9 @@ def test_a_bad_samplesheet_is_refused_whole_and_nothing_is_written(tmp_path: Pat
         assert instance.get_dynamic_partitions("samples") == []
         assert instance.get_runs() == []
 
-    checked = sc_assets("validate-samplesheet", str(sheet), cwd=tmp_path)
+    checked = run_cli("validate-samplesheet", str(sheet), cwd=tmp_path)
     assert checked.returncode == 1 and checked.stderr == result.stderr.split("\n", 1)[1]
     sheet.write_text("\n".join(lines[:3]) + "\n")
-    valid = sc_assets("validate-samplesheet", str(sheet), cwd=tmp_path)
+    valid = run_cli("validate-samplesheet", str(sheet), cwd=tmp_path)
     assert valid.returncode == 0, valid.stderr
     assert "valid, 2 samples" in valid.stdout

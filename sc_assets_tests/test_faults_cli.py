@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,21 +18,10 @@ from sc_assets.batches import batch_keys
 from sc_assets.core.count_matrix_writer import write_count_matrix
 from sc_assets.core.demo import write_demo_series
 from sc_assets.core.demo_layouts import demo_counts
+from sc_assets_tests.conftest import start_cli
 
 SAMPLES = 12
 SCALE = 0.012  # 110-130 cells: ~3 MB per sample file
-
-
-def sc_assets(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SC_ASSETS_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sc_assets.cli", *args],
-        cwd=cwd,
-        env={**env, "DAGSTER_HOME": str(cwd / ".dagster_home")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +53,7 @@ def test_a_full_disk_fails_the_samples_that_do_not_fit_with_one_line_each(tmp_pa
     for path in series:
         os.link(path, data / path.name)
     with small_disk(tmp_path / "storage", 16) as storage:
-        ingest = sc_assets("ingest", "--storage-dir", str(storage), cwd=tmp_path)
+        ingest = start_cli("ingest", "--storage-dir", str(storage), cwd=tmp_path)
         out, err = ingest.communicate(timeout=600)
         assert ingest.returncode == 1, out + err
         assert "Traceback" not in out + err and "HDF5-DIAG" not in err, err
@@ -111,7 +99,7 @@ def ingest_killing_the_reader(
     )
     for path in series[:n]:
         os.link(path, data / path.name)
-    ingest = sc_assets("ingest", *args, cwd=tmp_path)
+    ingest = start_cli("ingest", *args, cwd=tmp_path)
     deadline, victim = time.monotonic() + 300, None
     while victim is None and time.monotonic() < deadline and ingest.poll() is None:
         victim = _sample_being_read(ingest.pid, {big.name})
@@ -131,7 +119,7 @@ def ingest_killing_the_reader(
 
 def test_a_killed_worker_fails_only_its_sample_and_a_second_ingest_completes(tmp_path, series):
     ingest_killing_the_reader(tmp_path, series, 4, "GSM9999999_Big1")
-    again = sc_assets("ingest", cwd=tmp_path)
+    again = start_cli("ingest", cwd=tmp_path)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, out + err
     assert ad.read_h5ad(tmp_path / "storage" / "merged_adata.h5ad").obs["sample"].nunique() == 5

@@ -397,7 +397,8 @@ def _read_var(group: h5py.Group, columns: list[str] | None) -> pd.DataFrame:
         return read_elem(group)
     index_key = group.attrs["_index"]
     index = pd.Index(read_elem(group[index_key]), name=None if index_key == "_index" else index_key)
-    present = [column for column in group.attrs["column-order"] if column in set(columns)]
+    wanted = set(columns)
+    present = [column for column in group.attrs["column-order"] if column in wanted]
     return pd.DataFrame({column: read_elem(group[column]) for column in present}, index=index)
 
 
