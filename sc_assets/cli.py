@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,22 +16,71 @@ if TYPE_CHECKING:
     from sc_assets.ingest import IngestReport, RunOutcome
 
 
+#: What every --help ends with, after the command's exit codes.
+_ENVIRONMENT = """\
+The Dagster instance (runs, partitions, check results) is DAGSTER_HOME, by default
+.dagster_home/ in the current folder; SC_ASSETS_* variables configure the rest (README).
+A setting that cannot be used is refused with one line and exit code 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sc-assets`` command; returns the exit code."""
+    """Entry point of the ``sc-assets`` command; returns the exit code.
+
+    Expected failures (a setting that cannot be used, a home that is not what was asked for)
+    are one line on stderr and exit code 2, never a traceback.
+    """
+    from sc_assets.dagster_home import HomeConflict
+
     parser = _parser()
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (HomeConflict, _Refused) as error:
+        print(f"sc-assets: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        from sc_assets.settings import SettingsError
+
+        if not isinstance(error, SettingsError):
+            raise
+        print(f"sc-assets: {error}", file=sys.stderr)
+        return 2
+
+
+class _Refused(Exception):
+    """A command refused before doing anything; the message says what to do instead."""
+
+
+def _command(
+    commands, name: str, summary: str, details: str, exits: str
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\n{details}",
+        epilog=f"exit codes: {exits}\n{_ENVIRONMENT}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sc-assets",
         description="Single-cell count matrices as Dagster assets: demo data, ingest, report.",
+        epilog=_ENVIRONMENT,
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo-data", help="write realistic synthetic GSE174609-style sample files"
+    demo = _command(
+        commands,
+        "demo-data",
+        "write realistic synthetic GSE174609-style sample files",
+        "Writes OUT_DIR/<GSM>_<condition><n>_count_matrix.csv.gz (genes x cells, like GEO's)\n"
+        "and prints their paths. --scale 1 is the real series' size (~9,000 cells, 27 MB\n"
+        "gzipped per sample); --scale 0.02 (make demo's) gives ~180 cells. Samples under the\n"
+        "cell_count minimum (SC_ASSETS_MIN_CELLS, 100) are written with a warning: they will\n"
+        "fail that check.",
+        "0 written, 2 refused (a scale or number of samples that cannot be).",
     )
     demo.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     demo.add_argument("--scale", type=float, default=1.0, help="cells per sample x F (1.0)")
@@ -44,8 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(run=_demo_data)
 
-    ingest = commands.add_parser(
-        "ingest", help="materialize every sample in the data folder, then the merge"
+    ingest = _command(
+        commands,
+        "ingest",
+        "materialize every sample in the data folder, then the merge",
+        "Registers a partition per sample, pins reference_genes if it never was, runs the\n"
+        "samples in batches in --workers processes, then merged_adata, and prints a table.\n"
+        "Stored files go to the storage folder; an instance (DAGSTER_HOME) belongs to one\n"
+        "study and one storage folder, and pointing it at others is refused (exit 2).",
+        "0 every sample and the merge succeeded and no ERROR check failed, 1 one did\n"
+        "not, 2 refused before running anything (a missing folder, an invalid samplesheet,\n"
+        "another study's or storage folder's DAGSTER_HOME).",
     )
     ingest.add_argument("--data-dir", type=Path, help="input folder (SC_ASSETS_DATA_DIR)")
     ingest.add_argument(
@@ -60,65 +119,131 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(run=_ingest)
 
-    validate = commands.add_parser(
+    validate = _command(
+        commands,
         "validate-samplesheet",
-        help="check a samplesheet without running anything (exit 0 when valid)",
+        "check a samplesheet without running anything (exit 0 when valid)",
+        "Reads the sheet and every input it names (existence and layout, not the counts)\n"
+        "and lists its samples; every problem is reported with its line and column.",
+        "0 valid, 1 invalid (every problem listed), 2 the file cannot be read.",
     )
     validate.add_argument("samplesheet", type=Path, metavar="PATH")
     validate.set_defaults(run=_validate_samplesheet)
 
-    report = commands.add_parser(
-        "report", help="write Markdown and HTML reports of the latest check results"
+    report = _command(
+        commands,
+        "report",
+        "write Markdown and HTML reports of the latest check results",
+        "Reads the instance in DAGSTER_HOME (never creates one: with no runs there it says so\n"
+        "and exits 2) and writes report.md and report.html into --out.",
+        "0 no ERROR check fails, 1 one does (or the merge never ran), 2 no runs found.",
     )
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder (reports/)")
     report.set_defaults(run=_report)
 
-    home = commands.add_parser(
-        "init-home", help="create DAGSTER_HOME (.dagster_home/) with a default dagster.yaml"
+    home = _command(
+        commands,
+        "init-home",
+        "create DAGSTER_HOME (.dagster_home/) with a default dagster.yaml",
+        "Prints the home's path (stdout) and what its dagster.yaml holds (stderr). An\n"
+        "existing dagster.yaml is kept; --postgres on a home that stores in SQLite is refused\n"
+        "unless --force, which replaces the file (the old one kept as dagster.yaml.before-<n>;\n"
+        "runs stored in SQLite are not copied).",
+        "0 done, 2 refused (a dagster.yaml of another storage exists and no --force).",
     )
     home.add_argument(
         "--postgres",
         action="store_true",
         help="store runs and events in PostgreSQL at $DAGSTER_POSTGRES_URL instead of SQLite",
     )
-    home.set_defaults(run=lambda args: print(_init_home(postgres=args.postgres)) or 0)
+    home.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing dagster.yaml (kept as dagster.yaml.before-<n>)",
+    )
+    home.set_defaults(run=_init_home_command)
     return parser
 
 
-def _init_home(*, postgres: bool = False) -> Path:
-    """Make sure DAGSTER_HOME is set (default ``.dagster_home``) and holds a dagster.yaml."""
+def _home() -> Path:
+    """DAGSTER_HOME (default ``.dagster_home`` here), absolute, set for this process."""
     home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
     os.environ["DAGSTER_HOME"] = str(home)
-    return ensure_dagster_home(home, postgres=postgres)
+    return home
+
+
+def _init_home() -> Path:
+    """Make sure DAGSTER_HOME is set (default ``.dagster_home``) and holds a dagster.yaml."""
+    return ensure_dagster_home(_home())
+
+
+def _init_home_command(args: argparse.Namespace) -> int:
+    from sc_assets.dagster_home import init_home
+
+    home = _home()
+    print(init_home(home, postgres=args.postgres, force=args.force), file=sys.stderr)
+    if args.postgres and not os.environ.get("DAGSTER_POSTGRES_URL"):
+        print(
+            "sc-assets: set DAGSTER_POSTGRES_URL before using it, e.g. "
+            "postgresql+psycopg2://postgres@127.0.0.1:5432/dagster",
+            file=sys.stderr,
+        )
+    print(home)
+    return 0
 
 
 def _demo_data(args: argparse.Namespace) -> int:
+    if not args.scale > 0 or args.samples < 1:
+        raise _Refused(
+            f"--scale {args.scale} --samples {args.samples}: expected a scale above 0 and at "
+            "least one sample"
+        )
     if args.all_layouts:
         from sc_assets.core.demo_layouts import write_layout_study
 
         print(write_layout_study(args.out_dir, scale=args.scale, seed=args.seed))
         return 0
-    from sc_assets.core.demo import write_demo_series
+    from sc_assets.core.demo import demo_cell_counts, write_demo_series
+    from sc_assets.settings import Settings
 
+    minimum = Settings.from_env().thresholds.min_cells
+    cells = demo_cell_counts(args.scale, args.samples)
     paths = write_demo_series(args.out_dir, scale=args.scale, samples=args.samples, seed=args.seed)
     for path in paths:
         print(path)
+    small = sum(n < minimum for n in cells)
+    if small:
+        print(
+            f"sc-assets: warning: {small} of {len(cells)} samples have fewer than {minimum} cells "
+            f"(as few as {min(cells)}) and will fail the cell_count check (SC_ASSETS_MIN_CELLS); "
+            f"--scale {_scale_for(minimum, args.scale, min(cells))} or more avoids that",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _scale_for(min_cells: int, scale: float, smallest: int) -> str:
+    """The smallest round scale giving the smallest sample ``min_cells`` cells."""
+    needed = scale * min_cells / max(smallest, 1) * 1.01
+    return f"{math.ceil(needed * 100) / 100:g}"
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from sc_assets.ingest import configure_environment
+    from sc_assets.settings import Settings
 
     configure_environment(args.data_dir, args.storage_dir, args.samplesheet)
+    settings = Settings.from_env()
+    if args.workers < 1:
+        raise _Refused(f"--workers {args.workers}: expected at least 1")
     _init_home()
 
     from dagster import DagsterInstance
 
+    from sc_assets.binding import binding_conflict, study_name
     from sc_assets.core.samplesheet import SamplesheetError
     from sc_assets.ingest import ingest
-    from sc_assets.settings import Settings
 
-    settings = Settings.from_env()
     if not settings.data_dir.is_dir() and settings.samplesheet is None:
         print(f"sc-assets: {settings.data_dir}: the data folder does not exist", file=sys.stderr)
         return 2
@@ -126,6 +251,16 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"sc-assets: {settings.samplesheet}: the samplesheet does not exist", file=sys.stderr)
         return 2
     with DagsterInstance.get() as instance:
+        conflict = binding_conflict(
+            instance,
+            storage_dir=settings.storage_dir,
+            study=study_name(
+                str(settings.data_dir), str(settings.samplesheet) if settings.samplesheet else None
+            ),
+            home=str(settings.dagster_home),
+        )
+        if conflict is not None:
+            raise _Refused(conflict)
         try:
             report = ingest(
                 settings.data_dir,
@@ -188,12 +323,17 @@ def _table_row(name: str, outcome: RunOutcome) -> tuple[str, ...]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    _init_home()
+    home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
+    if not ((home / "dagster.yaml").is_file() or (home / "history").is_dir()):
+        raise _Refused(f"no runs found in DAGSTER_HOME={home} (no Dagster instance there)")
+    os.environ["DAGSTER_HOME"] = str(home)
     from dagster import DagsterInstance
 
     from sc_assets.report import write_report
 
     with DagsterInstance.get() as instance:
+        if instance.get_runs_count() == 0:
+            raise _Refused(f"no runs found in DAGSTER_HOME={home}")
         result = write_report(instance, args.out)
     print(f"wrote {result.markdown_path} and {result.html_path}")
     return 0 if result.ok else 1

@@ -19,7 +19,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=[raw_count_matrix, reference_genes, sample_adata, merged_adata],
         jobs=[reference_job, sample_job, merge_job, reingest_job],
         sensors=[
-            build_new_samples_sensor(settings.sensor_interval_seconds),
+            build_new_samples_sensor(settings.sensor_interval_seconds, settings.storage_dir),
             build_merge_automation_sensor(settings.sensor_interval_seconds),
         ],
         schedules=[build_nightly_reingest(settings.reingest_cron, settings.timezone)],

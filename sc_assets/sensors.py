@@ -12,11 +12,13 @@ changes nothing.
 """
 
 import hashlib
+import os
 import time
 from dataclasses import replace
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -25,6 +27,7 @@ from dagster import (
 )
 
 from sc_assets.batches import batch_tags, plan_batches
+from sc_assets.binding import binding_conflict, study_name
 from sc_assets.core.inbox import InboxCursor, SampleInput, inbox_changes
 from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.jobs import reference_job, sample_job
@@ -37,13 +40,24 @@ from sc_assets.sources import observed_sources, sample_version, source_observati
 #: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
 #: one tick hash gigabytes.
 MAX_FILES_PER_TICK = 100
-#: Runs the instance runs at once by default (``max_concurrent_runs``): a tick's new samples
-#: go into this many batches, so that every slot has one.
-RUNS_AT_ONCE = 2
 
 
-def build_new_samples_sensor(interval_seconds: int):
-    """The sensor, ticking every ``interval_seconds`` (``SC_ASSETS_SENSOR_INTERVAL``)."""
+def run_slots(instance: DagsterInstance) -> int:
+    """Runs the instance runs at once (its queue's ``max_concurrent_runs``; unlimited or no
+    queue: the cores): a tick's new samples go into this many batches, one per slot."""
+    queue = instance.get_concurrency_config().run_queue_config
+    if queue is None or queue.max_concurrent_runs < 1:
+        return os.cpu_count() or 1
+    return queue.max_concurrent_runs
+
+
+def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = None):
+    """The sensor, ticking every ``interval_seconds`` (``SC_ASSETS_SENSOR_INTERVAL``).
+
+    Given the ``storage_dir`` the code location writes to, a tick first checks that the
+    instance belongs to that folder and this study (:mod:`sc_assets.binding`) and otherwise
+    does nothing but say why.
+    """
 
     @sensor(
         name="new_samples_sensor",
@@ -61,6 +75,15 @@ def build_new_samples_sensor(interval_seconds: int):
     def new_samples_sensor(context: SensorEvaluationContext, inbox: SampleInbox) -> SensorResult:
         instance = context.instance
         cursor = InboxCursor.from_json(context.cursor)
+        if storage_dir is not None:
+            conflict = binding_conflict(
+                instance,
+                storage_dir=storage_dir,
+                study=study_name(inbox.data_dir, inbox.samplesheet),
+                home=os.environ.get("DAGSTER_HOME", "?"),
+            )
+            if conflict is not None:
+                return SensorResult(skip_reason=conflict)
         try:
             scan = inbox.scan()
         except SamplesheetError as error:
@@ -163,7 +186,7 @@ def build_new_samples_sensor(interval_seconds: int):
         # a run and its process cost seconds, which small samples would pay one by one.
         order = [*instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME), *new_keys]
         sizes = {key: sample.size for key, (sample, _) in to_run.items()}
-        for batch in plan_batches(order, sizes, RUNS_AT_ONCE, batches_per_worker=1):
+        for batch in plan_batches(order, sizes, run_slots(instance), batches_per_worker=1):
             run_requests.append(_sample_request([to_run[key] for key in batch]))
         return _result(
             context,

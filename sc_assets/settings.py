@@ -6,10 +6,14 @@ Dagster definitions, the CLI and the tests all build their resources from :class
 
 from __future__ import annotations
 
+import math
 import os
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+from dagster._utils.schedules import is_valid_cron_string
 
 from sc_assets.core.validation import Thresholds
 
@@ -35,6 +39,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``environ`` (default: ``os.environ``).
 
+        Every value is checked here, once: a value that cannot be used raises
+        :class:`SettingsError`, one line naming the variable, the value and what is expected.
         Relative paths are resolved against the current directory (the project folder).
         ``SC_ASSETS_STORAGE_DIR`` may also be a URL such as ``s3://bucket/prefix`` (any
         universal-pathlib protocol); the out-of-core merge needs a local folder.
@@ -48,12 +54,37 @@ class Settings:
 
         compression = get("SC_ASSETS_H5AD_COMPRESSION", "none").lower()
         if compression not in COMPRESSIONS:
-            raise ValueError(
-                f"SC_ASSETS_H5AD_COMPRESSION={compression!r}: expected one of {COMPRESSIONS}"
+            raise SettingsError(
+                "SC_ASSETS_H5AD_COMPRESSION", compression, f"one of {', '.join(COMPRESSIONS)}"
             )
         storage = get("SC_ASSETS_STORAGE_DIR", "storage")
         reference = get("SC_ASSETS_REFERENCE_GENES", "")
         samplesheet = get("SC_ASSETS_SAMPLESHEET", "")
+        thresholds = Thresholds(
+            min_cells=_whole(env, "SC_ASSETS_MIN_CELLS", defaults.min_cells, minimum=0),
+            max_cells=_whole(env, "SC_ASSETS_MAX_CELLS", defaults.max_cells, minimum=1),
+            min_zero_fraction=_fraction(
+                env, "SC_ASSETS_MIN_ZERO_FRACTION", defaults.min_zero_fraction
+            ),
+        )
+        if thresholds.max_cells < thresholds.min_cells:
+            raise SettingsError(
+                "SC_ASSETS_MAX_CELLS",
+                str(thresholds.max_cells),
+                f"at least SC_ASSETS_MIN_CELLS ({thresholds.min_cells})",
+            )
+        reingest_cron = get("SC_ASSETS_REINGEST_CRON", "0 2 * * *")
+        if not is_valid_cron_string(reingest_cron):
+            raise SettingsError(
+                "SC_ASSETS_REINGEST_CRON", reingest_cron, "a cron string such as '0 2 * * *'"
+            )
+        timezone = get("SC_ASSETS_TIMEZONE", _local_timezone())
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise SettingsError(
+                "SC_ASSETS_TIMEZONE", timezone, "an IANA time zone such as Europe/Berlin or UTC"
+            ) from None
         return cls(
             data_dir=Path(get("SC_ASSETS_DATA_DIR", "data")).absolute(),
             samplesheet=Path(samplesheet).absolute() if samplesheet else None,
@@ -61,21 +92,49 @@ class Settings:
             dagster_home=Path(get("DAGSTER_HOME", ".dagster_home")).absolute(),
             reference_genes=Path(reference).absolute() if reference else None,
             h5ad_compression=compression,
-            thresholds=Thresholds(
-                min_cells=int(get("SC_ASSETS_MIN_CELLS", str(defaults.min_cells))),
-                max_cells=int(get("SC_ASSETS_MAX_CELLS", str(defaults.max_cells))),
-                min_zero_fraction=float(
-                    get("SC_ASSETS_MIN_ZERO_FRACTION", str(defaults.min_zero_fraction))
-                ),
-            ),
-            sensor_interval_seconds=int(get("SC_ASSETS_SENSOR_INTERVAL", "30")),
-            reingest_cron=get("SC_ASSETS_REINGEST_CRON", "0 2 * * *"),
-            timezone=get("SC_ASSETS_TIMEZONE", _local_timezone()),
+            thresholds=thresholds,
+            sensor_interval_seconds=_whole(env, "SC_ASSETS_SENSOR_INTERVAL", 30, minimum=1),
+            reingest_cron=reingest_cron,
+            timezone=timezone,
         )
 
     def describe(self) -> dict[str, str]:
         """The settings as strings, for logs and the CLI."""
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+class SettingsError(ValueError):
+    """A setting's value cannot be used; the message is one line naming the variable."""
+
+    def __init__(self, variable: str, value: str, expected: str) -> None:
+        super().__init__(f"{variable}={value!r}: expected {expected}")
+        self.variable = variable
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise SettingsError(name, text, f"a whole number >= {minimum}, e.g. {default}")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise SettingsError(name, text, f"a fraction between 0 and 1, e.g. {default}")
+    return value
 
 
 def _local_timezone() -> str:

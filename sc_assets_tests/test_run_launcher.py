@@ -9,7 +9,11 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from dagster._core.events import EngineEventData
 from dagster._core.launcher.base import WorkerStatus
 
-from sc_assets.dagster_home import SQLITE_DAGSTER_YAML, ensure_dagster_home
+from sc_assets.dagster_home import (
+    ROUND_1_SQLITE_DAGSTER_YAML,
+    SQLITE_DAGSTER_YAML,
+    ensure_dagster_home,
+)
 from sc_assets.run_launcher import MonitoredRunLauncher
 
 
@@ -42,7 +46,8 @@ def test_a_vanished_run_worker_is_reported_failed(tmp_path):
 def test_a_home_written_by_round_1_is_brought_up_to_date(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    round_1 = SQLITE_DAGSTER_YAML.split("# Faults heal themselves.")[0]
+    round_1 = ROUND_1_SQLITE_DAGSTER_YAML
+    assert "max_concurrent_runs: 2 " in round_1 and "run_retries" not in round_1
     (home / "dagster.yaml").write_text(round_1)
     ensure_dagster_home(home)
     assert (home / "dagster.yaml").read_text() == SQLITE_DAGSTER_YAML

@@ -133,9 +133,8 @@ def test_partial_hidden_and_badly_named_files_are_ignored(ticker, settings, inst
     result = ticker.tick()
     assert result.run_requests == []
     assert instance.get_dynamic_partitions("samples") == []
-    if not name.startswith("."):
-        assert f"ignored {name}" in reason(result)  # reported, once
-        assert f"ignored {name}" not in reason(ticker.tick())
+    assert f"ignored {name}" in reason(result)  # reported, once
+    assert f"ignored {name}" not in reason(ticker.tick())
 
 
 def test_a_file_still_growing_is_not_ingested_yet(ticker, settings):
@@ -254,3 +253,36 @@ def test_samples_landed_together_are_ingested_in_batches(ticker, settings, insta
     assert [key for key in keys if statuses[key].blocked] == []
     # The same files again: nothing to do.
     assert ticker.tick().run_requests == []
+
+
+def test_an_instance_of_another_storage_folder_or_study_ingests_nothing(instance, settings):
+    from dagster import MetadataValue
+
+    from sc_assets.binding import study_name
+
+    age(write_sample(settings.data_dir, "GSM5320459_Ctrl1"))
+    pinned = Path(settings.storage_dir) / "reference_genes.txt"
+    study = study_name(str(settings.data_dir), None)
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            "reference_genes", metadata={"path": MetadataValue.path(str(pinned)), "study": study}
+        )
+    )
+    ticker = Ticker(instance, settings.data_dir)
+
+    def tick_with(storage_dir):
+        sensor = build_new_samples_sensor(interval_seconds=30, storage_dir=storage_dir)
+        with build_sensor_context(
+            instance=instance, resources={"inbox": SampleInbox(data_dir=str(ticker.data_dir))}
+        ) as context:
+            return sensor(context)
+
+    moved = tick_with(str(Path(settings.storage_dir).parent / "elsewhere"))
+    assert moved.run_requests == [] and moved.dynamic_partitions_requests == []
+    assert f"keeps this study's files in {settings.storage_dir}, not in" in reason(moved)
+    ticker.data_dir = settings.data_dir.parent / "other_data"
+    other_study = tick_with(settings.storage_dir)
+    assert other_study.run_requests == []
+    assert f"holds the study of the {study}, not of the data folder" in reason(other_study)
+    ticker.data_dir = settings.data_dir
+    assert partition_keys(tick_with(settings.storage_dir)) == ["GSM5320459_Ctrl1"]

@@ -3,6 +3,7 @@
 from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
 
 from sc_assets.assets.catalog import OWNERS, tags
+from sc_assets.binding import STUDY_METADATA_KEY, study_name
 from sc_assets.core import CountMatrixError
 from sc_assets.core.genes import read_features_file
 from sc_assets.core.qc import MT_PREFIX
@@ -65,5 +66,6 @@ def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Outpu
             "genes_hash": gene_list_hash(genes),
             "first_genes": MetadataValue.json(genes[:10]),
             "skipped_samples": MetadataValue.json(skipped),
+            STUDY_METADATA_KEY: study_name(inbox.data_dir, inbox.samplesheet),
         },
     )

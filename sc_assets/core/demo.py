@@ -247,6 +247,11 @@ def demo_gene_symbols() -> list[str]:
     return list(_gene_table()[0])
 
 
+def demo_cell_counts(scale: float, samples: int = len(GSE174609)) -> list[int]:
+    """The cells of each sample :func:`write_demo_series` writes at ``scale``."""
+    return [max(1, round(sample.n_cells * scale)) for sample in demo_samples(samples)]
+
+
 def demo_samples(samples: int = len(GSE174609)) -> list[DemoSample]:
     """The first ``samples`` samples of the demo series, in series order.
 
@@ -364,7 +369,8 @@ def write_demo_series(
     scale
         Cells per sample relative to the real series: sample ``i`` gets
         ``max(1, round(n_cells_i * scale))`` cells (``scale=1``: ~9,000 cells, ~633 MB of CSV
-        text, ~27 MB gzipped per sample; ``scale=0.01``: ~90 cells).
+        text, ~27 MB gzipped per sample; ``scale=0.02``: ~180 cells, above the ``cell_count``
+        check's default minimum of 100; ``scale=0.01`` gives ~90, which fail it).
     samples
         Number of samples: the first ``samples`` of :func:`demo_samples` (12 = the real series;
         more continue it as ``Ctrl5``, ``Pre5``...).
@@ -392,8 +398,10 @@ def write_demo_series(
     _checked_seed(seed)
     out_dir = Path(out_dir)
     jobs = [
-        (out_dir / sample.name.file_name, index, max(1, round(sample.n_cells * scale)), seed)
-        for index, sample in enumerate(demo_samples(samples))
+        (out_dir / sample.name.file_name, index, n_cells, seed)
+        for index, (sample, n_cells) in enumerate(
+            zip(demo_samples(samples), demo_cell_counts(scale, samples), strict=True)
+        )
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     workers = min(workers, len(jobs))
