@@ -7,7 +7,7 @@ from dagster import (
     DefaultSensorStatus,
 )
 
-from sc_assets.checks import MERGED_ADATA
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 #: Dagster's ``eager()`` without its "no dependency missing" clause: with one partition per
 #: sample, a single sample whose run failed would otherwise hold the merge back forever. It
@@ -20,11 +20,14 @@ merge_when_samples_settle = (
 )
 
 
-def build_merge_automation_sensor(interval_seconds: int) -> AutomationConditionSensorDefinition:
-    """The automation sensor evaluating ``merged_adata``'s condition, running by default."""
+def build_merge_automation_sensor(
+    interval_seconds: int, study: StudyKeys = DEFAULT_STUDY
+) -> AutomationConditionSensorDefinition:
+    """The automation sensor evaluating the study's ``merged_adata``'s condition, running by
+    default."""
     return AutomationConditionSensorDefinition(
-        "merge_automation_sensor",
-        target=AssetSelection.assets(MERGED_ADATA),
+        study.named("merge_automation_sensor"),
+        target=AssetSelection.assets(study.merged_adata),
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=interval_seconds,
         description="Evaluates merged_adata's automation condition (eager, missing allowed).",

@@ -12,10 +12,11 @@ recorded hold only the path, so only the storage folder is checked for them).
 
 from __future__ import annotations
 
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 from upath import UPath
 
-REFERENCE_GENES = AssetKey("reference_genes")
+from sc_assets.study import StudyKeys
+
 REFERENCE_FILE = "reference_genes.txt"
 #: Output metadata key of ``reference_genes`` naming the study it was pinned for.
 STUDY_METADATA_KEY = "study"
@@ -27,10 +28,11 @@ def study_name(data_dir: str, samplesheet: str | None) -> str:
 
 
 def binding_conflict(
-    instance: DagsterInstance, *, storage_dir: str, study: str, home: str
+    instance: DagsterInstance, keys: StudyKeys, *, storage_dir: str, study: str, home: str
 ) -> str | None:
-    """One line saying why this instance cannot serve ``storage_dir`` and ``study``, or None."""
-    event = instance.get_latest_materialization_event(REFERENCE_GENES)
+    """One line saying why this instance's study ``keys`` cannot serve ``storage_dir`` and
+    ``study`` (see :func:`study_name`), or None."""
+    event = instance.get_latest_materialization_event(keys.reference_genes)
     if event is None or event.asset_materialization is None:
         return None
     metadata = event.asset_materialization.metadata

@@ -27,10 +27,11 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
 )
 
 from sc_assets.core.validation import CheckOutcome, Severity
-from sc_assets.partitions import samples_partitions
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
-SAMPLE_ADATA = AssetKey("sample_adata")
-MERGED_ADATA = AssetKey("merged_adata")
+#: The default study's checked assets (another study's: ``StudyKeys.sample_adata``...).
+SAMPLE_ADATA = DEFAULT_STUDY.sample_adata
+MERGED_ADATA = DEFAULT_STUDY.merged_adata
 
 #: Per-sample checks: name -> (description, severity). ERROR checks block the merge.
 SAMPLE_CHECKS: Mapping[str, tuple[str, Severity]] = {
@@ -83,33 +84,33 @@ BLOCKING_SAMPLE_CHECKS = tuple(
 )
 
 
-def sample_check_specs() -> list[AssetCheckSpec]:
-    """Specs of the per-sample checks, partitioned like ``sample_adata``."""
+def sample_check_specs(study: StudyKeys = DEFAULT_STUDY) -> list[AssetCheckSpec]:
+    """Specs of the per-sample checks, partitioned like the study's ``sample_adata``."""
     # Partitioned checks are a preview feature of Dagster 1.13, used on purpose: it is what
     # shows a check status per sample in the UI. Say so once here, not at every import.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)
-        return _sample_check_specs()
+        return _sample_check_specs(study)
 
 
-def _sample_check_specs() -> list[AssetCheckSpec]:
+def _sample_check_specs(study: StudyKeys) -> list[AssetCheckSpec]:
     return [
         AssetCheckSpec(
             name,
-            asset=SAMPLE_ADATA,
+            asset=study.sample_adata,
             description=f"[{severity.value}] {description}",
             blocking=severity is Severity.ERROR,
-            partitions_def=samples_partitions,
+            partitions_def=study.partitions,
         )
         for name, (description, severity) in SAMPLE_CHECKS.items()
     ]
 
 
-def merged_check_specs() -> list[AssetCheckSpec]:
-    """Specs of the checks on ``merged_adata``."""
+def merged_check_specs(study: StudyKeys = DEFAULT_STUDY) -> list[AssetCheckSpec]:
+    """Specs of the checks on the study's ``merged_adata``."""
     return [
         AssetCheckSpec(
-            name, asset=MERGED_ADATA, description=f"[ERROR] {description}", blocking=True
+            name, asset=study.merged_adata, description=f"[ERROR] {description}", blocking=True
         )
         for name, description in MERGED_CHECKS.items()
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import os
 import sys
@@ -106,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
         "not, 2 refused before running anything (a missing folder, an invalid samplesheet,\n"
         "another study's or storage folder's DAGSTER_HOME).",
     )
-    ingest.add_argument("--data-dir", type=Path, help="input folder (SC_ASSETS_DATA_DIR)")
+    ingest.add_argument(
+        "--data-dir", type=Path, help="the default study's input folder (SC_ASSETS_DATA_DIR)"
+    )
     ingest.add_argument(
         "--samplesheet",
         type=Path,
@@ -116,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--storage-dir", help="output root (SC_ASSETS_STORAGE_DIR)")
     ingest.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="parallel sample runs (cores)"
+    )
+    ingest.add_argument(
+        "--study",
+        metavar="NAME",
+        help="ingest only this study (default: every study of the project; `sc-assets studies`)",
     )
     ingest.set_defaults(run=_ingest)
 
@@ -140,6 +148,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder (reports/)")
     report.set_defaults(run=_report)
+
+    studies = _command(
+        commands,
+        "studies",
+        "list the studies of the code location, their samples and last merge",
+        "The default study (SC_ASSETS_* variables) and every study declared in a\n"
+        "defs/<study>/defs.yaml of the project (`dg list defs` shows their definitions).\n"
+        "Counts come from DAGSTER_HOME when there is an instance; none is created.",
+        "0 listed, 2 a study's defs.yaml cannot be loaded (the file and attribute named).",
+    )
+    studies.set_defaults(run=_studies)
 
     home = _command(
         commands,
@@ -233,9 +252,13 @@ def _ingest(args: argparse.Namespace) -> int:
     from sc_assets.settings import Settings
 
     configure_environment(args.data_dir, args.storage_dir, args.samplesheet)
-    settings = Settings.from_env()
+    Settings.from_env()  # every setting checked before anything is loaded or written
     if args.workers < 1:
         raise _Refused(f"--workers {args.workers}: expected at least 1")
+    studies = _chosen_studies(args)
+    problems = {entry.keys.name: _missing_input(entry.settings) for entry in studies}
+    if len(studies) == 1 and problems[studies[0].keys.name]:
+        raise _Refused(problems[studies[0].keys.name])
     _init_home()
 
     from dagster import DagsterInstance
@@ -244,38 +267,95 @@ def _ingest(args: argparse.Namespace) -> int:
     from sc_assets.core.samplesheet import SamplesheetError
     from sc_assets.ingest import ingest
 
-    if not settings.data_dir.is_dir() and settings.samplesheet is None:
-        print(f"sc-assets: {settings.data_dir}: the data folder does not exist", file=sys.stderr)
-        return 2
-    if settings.samplesheet is not None and not settings.samplesheet.is_file():
-        print(f"sc-assets: {settings.samplesheet}: the samplesheet does not exist", file=sys.stderr)
-        return 2
+    code = 0
     with DagsterInstance.get() as instance:
-        conflict = binding_conflict(
-            instance,
-            storage_dir=settings.storage_dir,
-            study=study_name(
-                str(settings.data_dir), str(settings.samplesheet) if settings.samplesheet else None
-            ),
-            home=str(settings.dagster_home),
-        )
-        if conflict is not None:
-            raise _Refused(conflict)
-        try:
-            report = ingest(
-                settings.data_dir,
+        for entry in studies:
+            settings = entry.settings
+            conflict = binding_conflict(
                 instance,
-                samplesheet=settings.samplesheet,
-                workers=args.workers,
+                entry.keys,
+                storage_dir=settings.storage_dir,
+                study=study_name(
+                    str(settings.data_dir),
+                    str(settings.samplesheet) if settings.samplesheet else None,
+                ),
+                home=str(settings.dagster_home),
             )
-        except SamplesheetError as error:
-            print(
-                f"sc-assets: nothing ingested, the samplesheet is invalid:\n{error}",
-                file=sys.stderr,
-            )
-            return 2
-    print(_ingest_table(report))
-    return 0 if report.ok else 1
+            if conflict is not None:
+                raise _Refused(f"{_study_label(entry, studies)}{conflict}")
+        for entry in studies:
+            settings = entry.settings
+            if len(studies) > 1:
+                print(f"study {entry.keys.name}:")
+            if problems[entry.keys.name]:
+                print(f"  skipped: {problems[entry.keys.name]}\n")
+                continue
+            try:
+                report = ingest(
+                    settings.data_dir,
+                    instance,
+                    samplesheet=settings.samplesheet,
+                    workers=args.workers,
+                    study=entry.keys,
+                )
+            except SamplesheetError as error:
+                print(
+                    f"sc-assets: {_study_label(entry, studies)}nothing ingested, the samplesheet "
+                    f"is invalid:\n{error}",
+                    file=sys.stderr,
+                )
+                code = 2
+                continue
+            print(_ingest_table(report) + ("\n" if len(studies) > 1 else ""))
+            code = max(code, 0 if report.ok else 1)
+    return code
+
+
+def _chosen_studies(args: argparse.Namespace) -> list:
+    """The studies ``ingest`` works on: ``--study``'s, else every study of the project."""
+    studies = _project_studies()
+    if args.study is None:
+        return list(studies.values())
+    if args.study not in studies:
+        raise _Refused(
+            f"--study {args.study}: no such study (the studies are: {', '.join(studies)})"
+        )
+    entry = studies[args.study]
+    given = [f for f in ("data_dir", "samplesheet", "storage_dir") if getattr(args, f)]
+    if entry.declared_in is not None and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise _Refused(
+            f"{flag} configures the default study; study {args.study} is configured by "
+            f"{entry.declared_in}"
+        )
+    return [entry]
+
+
+def _project_studies() -> dict:
+    """The studies of the dg project of the current folder, or a refusal saying why not."""
+    from sc_assets.definitions import declared_studies, project_root_of
+
+    try:
+        return dict(declared_studies(project_root_of(Path.cwd())))
+    except Exception as error:  # a study's defs.yaml that cannot be loaded: say so, no trace
+        from sc_assets.settings import SettingsError
+
+        if isinstance(error, SettingsError):
+            raise
+        raise _Refused(f"the studies cannot be loaded: {error}") from None
+
+
+def _study_label(entry, studies) -> str:
+    return f"study {entry.keys.name}: " if len(studies) > 1 else ""
+
+
+def _missing_input(settings) -> str | None:
+    if settings.samplesheet is not None:
+        if not settings.samplesheet.is_file():
+            return f"{settings.samplesheet}: the samplesheet does not exist"
+    elif not settings.data_dir.is_dir():
+        return f"{settings.data_dir}: the data folder does not exist"
+    return None
 
 
 def _validate_samplesheet(args: argparse.Namespace) -> int:
@@ -322,21 +402,70 @@ def _table_row(name: str, outcome: RunOutcome) -> tuple[str, ...]:
     return (name, *cells, outcome.status)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _existing_home() -> Path | None:
+    """DAGSTER_HOME (absolute, set for this process) if an instance is there, else None."""
     home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
     if not ((home / "dagster.yaml").is_file() or (home / "history").is_dir()):
-        raise _Refused(f"no runs found in DAGSTER_HOME={home} (no Dagster instance there)")
+        return None
     os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _report(args: argparse.Namespace) -> int:
+    home = _existing_home()
+    if home is None:
+        home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
+        raise _Refused(f"no runs found in DAGSTER_HOME={home} (no Dagster instance there)")
+    studies = _project_studies()
     from dagster import DagsterInstance
 
     from sc_assets.report import write_report
 
+    ok = True
     with DagsterInstance.get() as instance:
         if instance.get_runs_count() == 0:
             raise _Refused(f"no runs found in DAGSTER_HOME={home}")
-        result = write_report(instance, args.out)
-    print(f"wrote {result.markdown_path} and {result.html_path}")
-    return 0 if result.ok else 1
+        for entry in studies.values():
+            if entry.declared_in is not None and not instance.get_dynamic_partitions(
+                entry.keys.partitions_name
+            ):
+                print(f"study {entry.keys.name}: no samples yet, no report")
+                continue
+            out = args.out if entry.declared_in is None else args.out / entry.keys.name
+            result = write_report(instance, out, entry.keys)
+            ok = ok and result.ok
+            print(f"wrote {result.markdown_path} and {result.html_path}")
+    return 0 if ok else 1
+
+
+def _studies(args: argparse.Namespace) -> int:
+    studies = _project_studies()
+    home = _existing_home()
+    rows = [("study", "input", "storage", "samples", "last merge")]
+    instance = None
+    if home is not None:
+        from dagster import DagsterInstance
+
+        instance = DagsterInstance.get()
+    try:
+        for entry in studies.values():
+            settings = entry.settings
+            source = settings.samplesheet or settings.data_dir
+            samples, merged = "0", "never"
+            if instance is not None:
+                samples = f"{len(instance.get_dynamic_partitions(entry.keys.partitions_name)):,}"
+                event = instance.get_latest_materialization_event(entry.keys.merged_adata)
+                if event is not None:
+                    when = dt.datetime.fromtimestamp(event.timestamp, dt.UTC)
+                    merged = when.strftime("%Y-%m-%d %H:%M UTC")
+            rows.append((entry.keys.name, str(source), settings.storage_dir, samples, merged))
+    finally:
+        if instance is not None:
+            instance.dispose()
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]))
+    return 0
 
 
 if __name__ == "__main__":

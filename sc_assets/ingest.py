@@ -14,6 +14,7 @@ others go on (see :mod:`sc_assets.worker_pool`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetKey,
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
@@ -35,13 +35,14 @@ from dagster import (
 )
 
 from sc_assets.batches import batch_tags, plan_batches
-from sc_assets.checks import SAMPLE_ADATA, SAMPLE_CHECKS
+from sc_assets.checks import SAMPLE_CHECKS
 from sc_assets.core.inbox import SampleInput, scan_inbox
 from sc_assets.core.validation import Severity
-from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
+from sc_assets.jobs import INGEST_SAMPLE, MERGE_SAMPLES, PIN_REFERENCE_GENES
 from sc_assets.sample_status import run_errors, samples_to_forget
 from sc_assets.settings import Settings
 from sc_assets.sources import observed_sources, sample_version, source_observation
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 from sc_assets.worker_pool import TaskError, WorkerLost, WorkerPool
 
 SUMMARY_KEYS = ("n_obs", "n_vars", "sparsity", "median_total_counts")
@@ -98,8 +99,10 @@ def ingest(
     *,
     samplesheet: Path | None = None,
     workers: int = 2,
+    study: StudyKeys = DEFAULT_STUDY,
 ) -> IngestReport:
-    """Ingest every sample of a study and merge them.
+    """Ingest every sample of a study (the default one, or ``study`` of the code location)
+    and merge them.
 
     The study is ``samplesheet`` (or ``samplesheet.csv`` in ``data_dir``), else ``data_dir``
     scanned. Registers a ``samples`` partition per sample, pins the reference gene list if it
@@ -116,14 +119,15 @@ def ingest(
     scan = scan_inbox(data_dir, samplesheet)
     files = scan.samples
     ignored = [(name, file.reason) for name, file in scan.ignored.items()]
-    known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+    partitions = study.partitions_name
+    known = set(instance.get_dynamic_partitions(partitions))
     new_keys = [key for key in files if key not in known]
     if new_keys:
-        instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
+        instance.add_dynamic_partitions(partitions, new_keys)
     missing = sorted(known - set(files))
-    forgotten = samples_to_forget(instance, missing)
+    forgotten = samples_to_forget(instance, missing, study)
     for key in forgotten:
-        instance.delete_dynamic_partition(SAMPLES_PARTITIONS_NAME, key)
+        instance.delete_dynamic_partition(partitions, key)
     ignored += [
         (
             key,
@@ -137,36 +141,38 @@ def ingest(
         for key in missing
     ]
 
+    merge_job, sample_job = study.named(MERGE_SAMPLES), study.named(INGEST_SAMPLE)
     if not files:
-        return IngestReport([], ignored, merge=execute("merge_samples", instance))
+        return IngestReport([], ignored, merge=execute(merge_job, instance))
     # The workers start (import Dagster and anndata; load the parser's code) while
     # this process hashes the files and pins the reference genes, instead of after.
-    with WorkerPool(min(workers, len(files)), run_sample, _prepare_worker) as pool:
-        observe_sources(instance, list(files.values()))
-        if instance.get_latest_materialization_event(AssetKey("reference_genes")) is None:
-            reference = execute("pin_reference_genes", instance)
+    run = functools.partial(run_sample, sample_job)
+    with WorkerPool(min(workers, len(files)), run, _prepare_worker) as pool:
+        observe_sources(instance, list(files.values()), study)
+        if instance.get_latest_materialization_event(study.reference_genes) is None:
+            reference = execute(study.named(PIN_REFERENCE_GENES), instance)
             if not reference.success:
                 failed = [RunOutcome(key, False, error=reference.error) for key in files]
                 return IngestReport(failed, ignored, merge=None)
         sizes = {key: sample.size for key, sample in files.items()}
-        order = instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME)
+        order = instance.get_dynamic_partitions(partitions)
         batches = plan_batches(order, sizes, workers)
         outcomes: dict[str, RunOutcome] = {}
         while batches:  # again for what a lost worker's batch had not reached
             results = pool.run(batches)
             batches = []
             for batch, result in results.items():
-                done, rest = _batch_outcomes(instance, batch, result)
+                done, rest = _batch_outcomes(instance, study, batch, result)
                 outcomes.update(done)
                 if rest:
                     batches.append(rest)
     # The workers exit while the merge runs.
     samples = [outcomes[key] for key in files]
-    return IngestReport(samples, ignored, merge=execute("merge_samples", instance))
+    return IngestReport(samples, ignored, merge=execute(merge_job, instance))
 
 
 def _batch_outcomes(
-    instance: DagsterInstance, batch: tuple[str, ...], result: object
+    instance: DagsterInstance, study: StudyKeys, batch: tuple[str, ...], result: object
 ) -> tuple[dict[str, RunOutcome], tuple[str, ...]]:
     """Each sample's outcome from a worker's result, and the samples still to run.
 
@@ -182,10 +188,12 @@ def _batch_outcomes(
     assert isinstance(result, WorkerLost)
     done: dict[str, RunOutcome] = {}
     for run in instance.get_runs(
-        RunsFilter(job_name="ingest_sample", tags=batch_tags(batch), statuses=_UNFINISHED),
+        RunsFilter(
+            job_name=study.named(INGEST_SAMPLE), tags=batch_tags(batch), statuses=_UNFINISHED
+        ),
         limit=1,
     ):
-        done = _stored_outcomes(instance, run.run_id, batch)
+        done = _stored_outcomes(instance, study, run.run_id, batch)
         lost = next((key for key in batch if key not in done), None)
         where = lost or "its batch, after its last sample"
         instance.report_engine_event(f"{result.reason} while running {where}", run)
@@ -198,11 +206,11 @@ def _batch_outcomes(
 
 
 def _stored_outcomes(
-    instance: DagsterInstance, run_id: str, batch: Sequence[str]
+    instance: DagsterInstance, study: StudyKeys, run_id: str, batch: Sequence[str]
 ) -> dict[str, RunOutcome]:
     """The samples of ``batch`` that run ``run_id`` stored with all their checks."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=SAMPLE_ADATA, asset_partitions=list(batch)),
+        AssetRecordsFilter(asset_key=study.sample_adata, asset_partitions=list(batch)),
         limit=len(batch),
     ).records
     evaluations: dict[str, list[AssetCheckEvaluation]] = {}
@@ -222,18 +230,22 @@ def _stored_outcomes(
 _UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
-def observe_sources(instance: DagsterInstance, samples: Sequence[SampleInput]) -> None:
+def observe_sources(
+    instance: DagsterInstance, samples: Sequence[SampleInput], study: StudyKeys = DEFAULT_STUDY
+) -> None:
     """Record each sample's data version as that of ``raw_count_matrix``.
 
     So the sensor, once ``make dev`` starts, knows these bytes were ingested already and does
     not ingest them again.
     """
-    seen = observed_sources(instance, [s.partition_key for s in samples])
+    seen = observed_sources(instance, [s.partition_key for s in samples], study)
     for sample in samples:
         previous = seen.get(sample.partition_key)
         version, file_hashes = sample_version(sample, previous)
         if previous is None or previous.sha256 != version:
-            instance.report_runless_asset_event(source_observation(sample, version, file_hashes))
+            instance.report_runless_asset_event(
+                source_observation(sample, version, file_hashes, study)
+            )
 
 
 def _prepare_worker() -> None:
@@ -246,9 +258,10 @@ def _prepare_worker() -> None:
     _worker_instance()
 
 
-def run_sample(batch: tuple[str, ...]) -> dict[str, RunOutcome]:
-    """Materialize a batch of ``sample_adata`` partitions in this process (a pool worker)."""
-    with _job_result("ingest_sample", _worker_instance(), batch) as result:
+def run_sample(job_name: str, batch: tuple[str, ...]) -> dict[str, RunOutcome]:
+    """Materialize a batch of ``sample_adata`` partitions with the study's sample job
+    ``job_name``, in this process (a pool worker)."""
+    with _job_result(job_name, _worker_instance(), batch) as result:
         return _sample_outcomes(result, batch)
 
 
@@ -290,11 +303,14 @@ def job_from_environment(job_name: str) -> JobDefinition:
     """A job of the code location, built from the environment as it is now.
 
     Not the module-level Definitions: the CLI's --data-dir and --storage-dir change the
-    environment after they may have been imported.
+    environment after they may have been imported. A declared study's job comes from the dg
+    project of the current folder (see :func:`sc_assets.definitions.project_root_of`).
     """
-    from sc_assets.definitions import build_definitions
+    from sc_assets.definitions import build_definitions, project_definitions, project_root_of
 
-    return build_definitions(Settings.from_env()).resolve_job_def(job_name)
+    if DEFAULT_STUDY.owns_job(job_name):
+        return build_definitions(Settings.from_env()).resolve_job_def(job_name)
+    return project_definitions(project_root_of(Path.cwd())).resolve_job_def(job_name)
 
 
 _instance: DagsterInstance | None = None

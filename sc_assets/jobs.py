@@ -3,40 +3,76 @@
 Each is one step, so it runs in the run's own process (``in_process_executor``): the
 multiprocess executor would start a second Python process per run, importing Dagster and
 anndata again (~2 s) for nothing. Parallelism comes from running several runs at once (the run
-queue, or ``sc-assets ingest --workers``).
+queue, or ``sc-assets ingest --workers``). Every study has its four jobs, named
+``<study>__<job>`` (the default study's without a prefix).
 """
 
+import functools
+from dataclasses import dataclass
+
 from dagster import AssetSelection, define_asset_job, in_process_executor
-
-from sc_assets.assets import merged_adata, reference_genes, sample_adata
-
-reference_job = define_asset_job(
-    "pin_reference_genes",
-    selection=AssetSelection.assets(reference_genes),
-    executor_def=in_process_executor,
-    description="Pin the reference gene list that the gene_set check compares samples with.",
+from dagster._core.definitions.unresolved_asset_job_definition import (  # not re-exported
+    UnresolvedAssetJobDefinition,
 )
 
-sample_job = define_asset_job(
-    "ingest_sample",
-    selection=AssetSelection.assets(sample_adata),
-    executor_def=in_process_executor,
-    description="Read, annotate and check one sample (one partition per run).",
-)
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
-merge_job = define_asset_job(
-    "merge_samples",
-    selection=AssetSelection.assets(merged_adata),
-    executor_def=in_process_executor,
-    description="Stream every checked sample into merged_adata and check the result.",
-)
+#: The jobs' names in the default study (another study's: ``StudyKeys.named(name)``).
+PIN_REFERENCE_GENES = "pin_reference_genes"
+INGEST_SAMPLE = "ingest_sample"
+MERGE_SAMPLES = "merge_samples"
+REINGEST = "reingest"
 
-reingest_job = define_asset_job(
-    "reingest",
-    selection=AssetSelection.assets(reference_genes, sample_adata, merged_adata),
-    executor_def=in_process_executor,
-    description=(
-        "The nightly_reingest schedule's target: each run selects one of its assets (a sample "
-        "partition, the merge, or the reference gene list when it was never pinned)."
-    ),
-)
+
+@dataclass(frozen=True)
+class StudyJobs:
+    reference: UnresolvedAssetJobDefinition
+    sample: UnresolvedAssetJobDefinition
+    merge: UnresolvedAssetJobDefinition
+    reingest: UnresolvedAssetJobDefinition
+
+    def all(self) -> list[UnresolvedAssetJobDefinition]:
+        return [self.reference, self.sample, self.merge, self.reingest]
+
+
+@functools.cache
+def build_jobs(study: StudyKeys) -> StudyJobs:
+    """The study's jobs (the same objects for the same study: sensors, the schedule and the
+    Definitions share them)."""
+    reference, sample, merged = study.reference_genes, study.sample_adata, study.merged_adata
+    return StudyJobs(
+        reference=define_asset_job(
+            study.named(PIN_REFERENCE_GENES),
+            selection=AssetSelection.assets(reference),
+            executor_def=in_process_executor,
+            description=(
+                "Pin the reference gene list that the gene_set check compares samples with."
+            ),
+        ),
+        sample=define_asset_job(
+            study.named(INGEST_SAMPLE),
+            selection=AssetSelection.assets(sample),
+            executor_def=in_process_executor,
+            description="Read, annotate and check one sample, or a batch (a partition range).",
+        ),
+        merge=define_asset_job(
+            study.named(MERGE_SAMPLES),
+            selection=AssetSelection.assets(merged),
+            executor_def=in_process_executor,
+            description="Stream every checked sample into merged_adata and check the result.",
+        ),
+        reingest=define_asset_job(
+            study.named(REINGEST),
+            selection=AssetSelection.assets(reference, sample, merged),
+            executor_def=in_process_executor,
+            description=(
+                "The nightly_reingest schedule's target: each run selects one of its assets (a "
+                "sample partition, the merge, or the reference gene list when it was never "
+                "pinned)."
+            ),
+        ),
+    )
+
+
+_DEFAULT = build_jobs(DEFAULT_STUDY)
+reference_job, sample_job, merge_job, reingest_job = _DEFAULT.all()

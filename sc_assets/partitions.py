@@ -4,8 +4,9 @@ Assets, sensors, the schedule and the CLI import it from here so the name has on
 truth. Keys are added only from file names that pass ``sc_assets.core.parse_sample_name``.
 """
 
-from dagster import DynamicPartitionsDefinition
+from sc_assets.study import DEFAULT_STUDY
 
-SAMPLES_PARTITIONS_NAME = "samples"
+#: The default study's partitions (another study's: ``StudyKeys.partitions``).
+SAMPLES_PARTITIONS_NAME = DEFAULT_STUDY.partitions_name
 
-samples_partitions = DynamicPartitionsDefinition(name=SAMPLES_PARTITIONS_NAME)
+samples_partitions = DEFAULT_STUDY.partitions

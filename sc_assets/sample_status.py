@@ -23,7 +23,8 @@ from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._utils.error import SerializableErrorInfo
 
-from sc_assets.checks import BLOCKING_SAMPLE_CHECKS, SAMPLE_ADATA
+from sc_assets.checks import BLOCKING_SAMPLE_CHECKS
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def latest_check_evaluations(
 
 
 def sample_statuses(
-    instance: DagsterInstance, partition_keys: Iterable[str]
+    instance: DagsterInstance, partition_keys: Iterable[str], study: StudyKeys = DEFAULT_STUDY
 ) -> dict[str, SampleStatus]:
     """The merge status of each sample partition, from its latest materialization and checks.
 
@@ -93,12 +94,13 @@ def sample_statuses(
     keys = list(partition_keys)
     wanted = set(keys)
     storage = instance.event_log_storage
+    sample_adata = study.sample_adata
     latest_materialization = instance.get_latest_storage_id_by_partition(
-        SAMPLE_ADATA, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
+        sample_adata, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
     )
-    run_errors = run_failures(instance, SAMPLE_ADATA, keys)
+    run_errors = run_failures(instance, sample_adata, keys)
     infos = storage.get_asset_check_partition_info(
-        [AssetCheckKey(SAMPLE_ADATA, name) for name in BLOCKING_SAMPLE_CHECKS],
+        [AssetCheckKey(sample_adata, name) for name in BLOCKING_SAMPLE_CHECKS],
         partition_keys=keys,
     )
     check_status = {(info.partition_key, info.check_key.name): info for info in infos}
@@ -120,7 +122,7 @@ def sample_statuses(
                 unchecked.append(name)
         failed = {}
         if failing:
-            evaluations = latest_check_evaluations(instance, SAMPLE_ADATA, failing, key)
+            evaluations = latest_check_evaluations(instance, sample_adata, failing, key)
             failed = {name: evaluations[name].description or "failed" for name in failing}
         statuses[key] = SampleStatus(key, True, run_error, failed, tuple(unchecked))
     return statuses
@@ -234,7 +236,9 @@ def root_cause_message(error: SerializableErrorInfo) -> str:
     return rest if sep and "." in prefix and " " not in prefix else message
 
 
-def samples_to_forget(instance: DagsterInstance, missing_keys: Iterable[str]) -> list[str]:
+def samples_to_forget(
+    instance: DagsterInstance, missing_keys: Iterable[str], study: StudyKeys = DEFAULT_STUDY
+) -> list[str]:
     """Of the samples whose source file is gone, those that leave nothing worth keeping.
 
     A sample that was never materialized, or whose latest data fails an ERROR check, is
@@ -243,5 +247,7 @@ def samples_to_forget(instance: DagsterInstance, missing_keys: Iterable[str]) ->
     must not silently shrink the merged data.
     """
     return [
-        key for key, status in sample_statuses(instance, missing_keys).items() if status.blocked
+        key
+        for key, status in sample_statuses(instance, missing_keys, study).items()
+        if status.blocked
     ]

@@ -19,48 +19,51 @@ from dagster import (
     schedule,
 )
 
-from sc_assets.checks import MERGED_ADATA, SAMPLE_ADATA
 from sc_assets.core.samplesheet import SamplesheetError
-from sc_assets.jobs import reingest_job
-from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
-from sc_assets.resources import SampleInbox
+from sc_assets.jobs import build_jobs
 from sc_assets.sources import observed_sources, sample_version, source_observation
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
-REFERENCE_GENES = AssetKey("reference_genes")
 
-
-def build_nightly_reingest(cron: str, timezone: str):
-    """The schedule, on ``cron`` (``SC_ASSETS_REINGEST_CRON``) in ``timezone``."""
+def build_nightly_reingest(cron: str, timezone: str, study: StudyKeys = DEFAULT_STUDY):
+    """The study's schedule, on ``cron`` (``SC_ASSETS_REINGEST_CRON``) in ``timezone``."""
+    inbox_key = study.named("inbox")
+    partitions = study.partitions_name
+    sample_adata, merged_adata = study.sample_adata, study.merged_adata
+    reference_genes = study.reference_genes
 
     @schedule(
-        name="nightly_reingest",
+        name=study.named("nightly_reingest"),
         cron_schedule=cron,
         execution_timezone=timezone,
-        job=reingest_job,
+        job=build_jobs(study).reingest,
+        required_resource_keys={inbox_key},
         default_status=DefaultScheduleStatus.RUNNING,
         description=(
             "Nightly reconciliation: registers every valid file, re-ingests samples that were "
             "never materialized or whose content changed, and refreshes merged_adata."
         ),
     )
-    def nightly_reingest(context: ScheduleEvaluationContext, inbox: SampleInbox):
+    def nightly_reingest(context: ScheduleEvaluationContext, **resources):
         instance = context.instance
+        # As keyword arguments when called directly, through the context from the daemon.
+        inbox = resources.get(inbox_key) or getattr(context.resources, inbox_key)
         try:
             scan = inbox.scan()
         except SamplesheetError as error:
             return SkipReason(f"the samplesheet is invalid, nothing changes:\n{error}")
-        known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+        known = set(instance.get_dynamic_partitions(partitions))
         new_keys = [key for key in scan.samples if key not in known]
         if new_keys:
-            instance.add_dynamic_partitions(SAMPLES_PARTITIONS_NAME, new_keys)
+            instance.add_dynamic_partitions(partitions, new_keys)
         when = context.scheduled_execution_time or datetime.datetime.now(datetime.UTC)
         tick = when.strftime("%Y%m%dT%H%M")
-        if scan.samples and instance.get_latest_materialization_event(REFERENCE_GENES) is None:
+        if scan.samples and instance.get_latest_materialization_event(reference_genes) is None:
             # Samples are checked against the pinned gene list: pin it first. The sensor (on
             # by default) then ingests the samples; otherwise the next night does.
-            return [RunRequest(run_key=f"nightly:{tick}:pin", asset_selection=[REFERENCE_GENES])]
-        materialized = instance.get_materialized_partitions(SAMPLE_ADATA)
-        observed = observed_sources(instance, scan.samples)
+            return [RunRequest(run_key=f"nightly:{tick}:pin", asset_selection=[reference_genes])]
+        materialized = instance.get_materialized_partitions(sample_adata)
+        observed = observed_sources(instance, scan.samples, study)
 
         requests = []
         for key, sample in scan.samples.items():
@@ -70,28 +73,32 @@ def build_nightly_reingest(cron: str, timezone: str):
             version, file_hashes = sample_version(sample, seen)
             if key in materialized and seen is not None and seen.sha256 == version:
                 continue
-            instance.report_runless_asset_event(source_observation(sample, version, file_hashes))
+            instance.report_runless_asset_event(
+                source_observation(sample, version, file_hashes, study)
+            )
             requests.append(
                 RunRequest(
                     run_key=f"nightly:{tick}:{key}",
                     partition_key=key,
-                    asset_selection=[SAMPLE_ADATA],
+                    asset_selection=[sample_adata],
                     tags={"sc_assets/source_sha256": version},
                 )
             )
         if requests:
             return requests
-        if _merge_outdated(context):
-            return [RunRequest(run_key=f"nightly:{tick}:merge", asset_selection=[MERGED_ADATA])]
+        if _merge_outdated(context, merged_adata, sample_adata):
+            return [RunRequest(run_key=f"nightly:{tick}:merge", asset_selection=[merged_adata])]
         return SkipReason(f"all {len(scan.samples)} samples and merged_adata are up to date")
 
     return nightly_reingest
 
 
-def _merge_outdated(context: ScheduleEvaluationContext) -> bool:
+def _merge_outdated(
+    context: ScheduleEvaluationContext, merged_adata: AssetKey, sample_adata: AssetKey
+) -> bool:
     """merged_adata is missing, or some sample was materialized after it."""
     merged, newest_sample = (
-        _latest_storage_id(context, key) for key in (MERGED_ADATA, SAMPLE_ADATA)
+        _latest_storage_id(context, key) for key in (merged_adata, sample_adata)
     )
     if newest_sample is None:
         return False

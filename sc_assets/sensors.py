@@ -17,7 +17,6 @@ import time
 from dataclasses import replace
 
 from dagster import (
-    AssetKey,
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
@@ -30,12 +29,12 @@ from sc_assets.batches import batch_tags, plan_batches
 from sc_assets.binding import binding_conflict, study_name
 from sc_assets.core.inbox import InboxCursor, SampleInput, inbox_changes
 from sc_assets.core.samplesheet import SamplesheetError
-from sc_assets.jobs import reference_job, sample_job
-from sc_assets.partitions import SAMPLES_PARTITIONS_NAME, samples_partitions
+from sc_assets.jobs import build_jobs
 from sc_assets.recovery import pin_request, recoveries
 from sc_assets.resources import SampleInbox
 from sc_assets.sample_status import samples_to_forget
 from sc_assets.sources import observed_sources, sample_version, source_observation
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 #: Files released per tick; the rest wait for the next tick, so a flood of files cannot make
 #: one tick hash gigabytes.
@@ -51,17 +50,24 @@ def run_slots(instance: DagsterInstance) -> int:
     return queue.max_concurrent_runs
 
 
-def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = None):
-    """The sensor, ticking every ``interval_seconds`` (``SC_ASSETS_SENSOR_INTERVAL``).
+def build_new_samples_sensor(
+    interval_seconds: int, storage_dir: str | None = None, study: StudyKeys = DEFAULT_STUDY
+):
+    """The study's sensor, ticking every ``interval_seconds`` (``SC_ASSETS_SENSOR_INTERVAL``).
 
     Given the ``storage_dir`` the code location writes to, a tick first checks that the
     instance belongs to that folder and this study (:mod:`sc_assets.binding`) and otherwise
     does nothing but say why.
     """
 
+    jobs = build_jobs(study)
+    sample_job, reference_job = jobs.sample, jobs.reference
+    inbox_key, partitions = study.named("inbox"), study.partitions
+
     @sensor(
-        name="new_samples_sensor",
+        name=study.named("new_samples_sensor"),
         jobs=[sample_job, reference_job],
+        required_resource_keys={inbox_key},
         minimum_interval_seconds=interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
@@ -72,12 +78,16 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
             "samplesheet is reported once with all its problems and changes nothing."
         ),
     )
-    def new_samples_sensor(context: SensorEvaluationContext, inbox: SampleInbox) -> SensorResult:
+    def new_samples_sensor(context: SensorEvaluationContext, **resources) -> SensorResult:
+        # Dagster hands required resources over as keyword arguments when a test calls the
+        # sensor directly, and through the context when the daemon evaluates it.
+        inbox: SampleInbox = resources.get(inbox_key) or getattr(context.resources, inbox_key)
         instance = context.instance
         cursor = InboxCursor.from_json(context.cursor)
         if storage_dir is not None:
             conflict = binding_conflict(
                 instance,
+                study,
                 storage_dir=storage_dir,
                 study=study_name(inbox.data_dir, inbox.samplesheet),
                 home=os.environ.get("DAGSTER_HOME", "?"),
@@ -94,7 +104,7 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
                 cursor=replace(cursor, sheet_error=digest).to_json(),
                 skip_reason=f"invalid samplesheet ({len(error.problems)} problems): see the log",
             )
-        known = set(instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+        known = set(instance.get_dynamic_partitions(partitions.name))
         changes = inbox_changes(
             scan,
             cursor,
@@ -104,7 +114,7 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
             max_ready=MAX_FILES_PER_TICK,
         )
         notes = [f"ignored {f.name}: {f.reason}" for f in changes.new_ignored]
-        forgotten = samples_to_forget(instance, changes.newly_missing)
+        forgotten = samples_to_forget(instance, changes.newly_missing, study)
         notes += [
             f"source of {key} is missing: "
             + (
@@ -123,7 +133,7 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
         cursor = changes.cursor
 
         new_keys = [f.partition_key for f in changes.ready if f.partition_key not in known]
-        if instance.get_latest_materialization_event(AssetKey("reference_genes")) is None and (
+        if instance.get_latest_materialization_event(study.reference_genes) is None and (
             changes.ready or known
         ):
             # Samples are compared with the pinned reference: pin it first, ingest next tick.
@@ -143,6 +153,7 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
             )
             return _result(
                 context,
+                partitions,
                 notes,
                 run_requests=requests,
                 new_keys=new_keys,
@@ -168,7 +179,7 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
                 )
             )
 
-        previous = observed_sources(instance, [s.partition_key for s in changes.ready])
+        previous = observed_sources(instance, [s.partition_key for s in changes.ready], study)
         observations, to_run = [], {}
         for sample in changes.ready:
             seen = previous.get(sample.partition_key)
@@ -180,16 +191,17 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
             if seen is not None and seen.sha256 == version:
                 notes.append(f"{sample.partition_key} unchanged (same content): nothing to do")
                 continue
-            observations.append(source_observation(sample, version, file_hashes))
+            observations.append(source_observation(sample, version, file_hashes, study))
             to_run[sample.partition_key] = (sample, version)
         # Samples landed together are ingested in batches (one run per partition range):
         # a run and its process cost seconds, which small samples would pay one by one.
-        order = [*instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME), *new_keys]
+        order = [*instance.get_dynamic_partitions(partitions.name), *new_keys]
         sizes = {key: sample.size for key, (sample, _) in to_run.items()}
         for batch in plan_batches(order, sizes, run_slots(instance), batches_per_worker=1):
-            run_requests.append(_sample_request([to_run[key] for key in batch]))
+            run_requests.append(_sample_request(sample_job.name, [to_run[key] for key in batch]))
         return _result(
             context,
+            partitions,
             notes,
             run_requests=run_requests,
             new_keys=new_keys,
@@ -201,13 +213,13 @@ def build_new_samples_sensor(interval_seconds: int, storage_dir: str | None = No
     return new_samples_sensor
 
 
-def _sample_request(samples: list[tuple[SampleInput, str]]) -> RunRequest:
+def _sample_request(job_name: str, samples: list[tuple[SampleInput, str]]) -> RunRequest:
     """One run for these samples (neighbours in partition order); its key names their data."""
     if len(samples) == 1:
         sample, version = samples[0]
         return RunRequest(
             run_key=f"{sample.partition_key}:{version[:16]}:{sample.ctime_ns}",
-            job_name=sample_job.name,
+            job_name=job_name,
             partition_key=sample.partition_key,
             tags={"sc_assets/source_sha256": version},
         )
@@ -216,21 +228,21 @@ def _sample_request(samples: list[tuple[SampleInput, str]]) -> RunRequest:
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return RunRequest(
         run_key=f"{keys[0]}..{keys[-1]}:{digest}",
-        job_name=sample_job.name,
+        job_name=job_name,
         tags=batch_tags(keys),
     )
 
 
 def _result(
-    context, notes, *, run_requests, new_keys, forgotten, cursor, observations=()
+    context, partitions, notes, *, run_requests, new_keys, forgotten, cursor, observations=()
 ) -> SensorResult:
     for note in notes:
         context.log.info(note)
     partition_requests = []
     if new_keys:
-        partition_requests.append(samples_partitions.build_add_request(new_keys))
+        partition_requests.append(partitions.build_add_request(new_keys))
     if forgotten:
-        partition_requests.append(samples_partitions.build_delete_request(forgotten))
+        partition_requests.append(partitions.build_delete_request(forgotten))
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=partition_requests,

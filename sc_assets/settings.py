@@ -73,18 +73,12 @@ class Settings:
                 str(thresholds.max_cells),
                 f"at least SC_ASSETS_MIN_CELLS ({thresholds.min_cells})",
             )
-        reingest_cron = get("SC_ASSETS_REINGEST_CRON", "0 2 * * *")
-        if not is_valid_cron_string(reingest_cron):
-            raise SettingsError(
-                "SC_ASSETS_REINGEST_CRON", reingest_cron, "a cron string such as '0 2 * * *'"
-            )
-        timezone = get("SC_ASSETS_TIMEZONE", _local_timezone())
-        try:
-            zoneinfo.ZoneInfo(timezone)
-        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-            raise SettingsError(
-                "SC_ASSETS_TIMEZONE", timezone, "an IANA time zone such as Europe/Berlin or UTC"
-            ) from None
+        reingest_cron = check_cron(
+            "SC_ASSETS_REINGEST_CRON", get("SC_ASSETS_REINGEST_CRON", "0 2 * * *")
+        )
+        timezone = check_timezone(
+            "SC_ASSETS_TIMEZONE", get("SC_ASSETS_TIMEZONE", _local_timezone())
+        )
         return cls(
             data_dir=Path(get("SC_ASSETS_DATA_DIR", "data")).absolute(),
             samplesheet=Path(samplesheet).absolute() if samplesheet else None,
@@ -109,6 +103,22 @@ class SettingsError(ValueError):
     def __init__(self, variable: str, value: str, expected: str) -> None:
         super().__init__(f"{variable}={value!r}: expected {expected}")
         self.variable = variable
+
+
+def check_cron(name: str, value: str) -> str:
+    """``value`` if it is a cron string Dagster accepts, else :class:`SettingsError`."""
+    if not is_valid_cron_string(value):
+        raise SettingsError(name, value, "a cron string such as '0 2 * * *'")
+    return value
+
+
+def check_timezone(name: str, value: str) -> str:
+    """``value`` if it names an IANA time zone, else :class:`SettingsError`."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise SettingsError(name, value, "an IANA time zone such as Europe/Berlin or UTC") from None
+    return value
 
 
 def _whole(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

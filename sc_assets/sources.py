@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from dagster import (
-    AssetKey,
     AssetObservation,
     AssetRecordsFilter,
     DagsterEventType,
@@ -17,12 +16,17 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG  # not re-ex
 
 from sc_assets.core.discovery import FileStat
 from sc_assets.core.inbox import SampleInput, content_hash, data_version
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
-RAW_COUNT_MATRIX = AssetKey("raw_count_matrix")
+#: The default study's sources (another study's: ``StudyKeys.raw_count_matrix``).
+RAW_COUNT_MATRIX = DEFAULT_STUDY.raw_count_matrix
 
 
 def source_observation(
-    sample: SampleInput, version: str, file_hashes: Mapping[str, str]
+    sample: SampleInput,
+    version: str,
+    file_hashes: Mapping[str, str],
+    study: StudyKeys = DEFAULT_STUDY,
 ) -> AssetObservation:
     """An observation of ``raw_count_matrix[<key>]`` whose data version is ``version``.
 
@@ -40,7 +44,7 @@ def source_observation(
     if sample.spec.line is not None:
         metadata["samplesheet_line"] = sample.spec.line
     return AssetObservation(
-        asset_key=RAW_COUNT_MATRIX,
+        asset_key=study.raw_count_matrix,
         partition=sample.partition_key,
         tags={DATA_VERSION_TAG: version},
         metadata=metadata,
@@ -61,7 +65,9 @@ class ObservedSource:
     """The observation's event id (what a materialization's lineage points to)."""
 
 
-def observed_sources(instance: DagsterInstance, keys: Iterable[str]) -> dict[str, ObservedSource]:
+def observed_sources(
+    instance: DagsterInstance, keys: Iterable[str], study: StudyKeys = DEFAULT_STUDY
+) -> dict[str, ObservedSource]:
     """The latest observed data version of each sample's input (absent: never seen).
 
     Two queries whatever the number of samples: the latest observation id per partition,
@@ -71,12 +77,12 @@ def observed_sources(instance: DagsterInstance, keys: Iterable[str]) -> dict[str
     if not keys:
         return {}
     latest = instance.get_latest_storage_id_by_partition(
-        RAW_COUNT_MATRIX, DagsterEventType.ASSET_OBSERVATION, partitions=keys
+        study.raw_count_matrix, DagsterEventType.ASSET_OBSERVATION, partitions=keys
     )
     if not latest:
         return {}
     records = instance.fetch_observations(
-        AssetRecordsFilter(asset_key=RAW_COUNT_MATRIX, storage_ids=list(latest.values())),
+        AssetRecordsFilter(asset_key=study.raw_count_matrix, storage_ids=list(latest.values())),
         limit=len(latest),
     ).records
     observed = {}

@@ -7,6 +7,7 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetIn,
+    AssetsDefinition,
     Failure,
     MetadataValue,
     Output,
@@ -24,35 +25,52 @@ from sc_assets.core.validation import merged_outcomes, protein_panel_outcome
 from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad, is_local
 from sc_assets.resources import CheckThresholds
 from sc_assets.sample_status import sample_statuses
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 
-@asset(
-    ins={"sample_adata": AssetIn(metadata={LOAD_AS_PATH: True})},
-    automation_condition=merge_when_samples_settle,
-    check_specs=merged_check_specs(),
-    io_manager_key="h5ad_io_manager",
-    group_name="single_cell",
-    kinds={"anndata", "h5ad"},
-    owners=OWNERS,
-    tags=tags("merge"),
-    code_version="1",
-    description=(
-        "All samples concatenated (anndata.concat semantics: inner join on genes, "
-        "merge='same', label='sample'), obs names `<sample>-<barcode>`, layers['counts'] "
-        "included. Streamed from the per-sample .h5ad files in fixed-size blocks, so memory "
-        "stays flat however many samples there are. Refuses to run while any sample is "
-        "unmaterialized or fails an ERROR check, and names those samples."
-    ),
-)
-def merged_adata(
+def build_merged_adata(study: StudyKeys) -> AssetsDefinition:
+    """The study's ``merged_adata`` asset."""
+    thresholds_key = study.named("check_thresholds")
+
+    @asset(
+        key=study.merged_adata,
+        ins={"sample_adata": AssetIn(key=study.sample_adata, metadata={LOAD_AS_PATH: True})},
+        required_resource_keys={thresholds_key},
+        automation_condition=merge_when_samples_settle,
+        check_specs=merged_check_specs(study),
+        io_manager_key=study.named("h5ad_io_manager"),
+        group_name=study.group,
+        kinds={"anndata", "h5ad"},
+        owners=OWNERS,
+        tags=tags("merge"),
+        code_version="1",
+        description=(
+            "All samples concatenated (anndata.concat semantics: inner join on genes, "
+            "merge='same', label='sample'), obs names `<sample>-<barcode>`, layers['counts'] "
+            "included. Streamed from the per-sample .h5ad files in fixed-size blocks, so memory "
+            "stays flat however many samples there are. Refuses to run while any sample is "
+            "unmaterialized or fails an ERROR check, and names those samples."
+        ),
+    )
+    def merged_adata(
+        context: AssetExecutionContext, sample_adata: dict[str, UPath] | None
+    ) -> Iterator[Output | AssetCheckResult]:
+        thresholds = getattr(context.resources, thresholds_key)
+        yield from _merge_samples(context, thresholds, sample_adata, study)
+
+    return merged_adata
+
+
+def _merge_samples(
     context: AssetExecutionContext,
     check_thresholds: CheckThresholds,
     sample_adata: dict[str, UPath] | None,
+    study: StudyKeys,
 ) -> Iterator[Output | AssetCheckResult]:
     paths = dict(sorted((sample_adata or {}).items()))
     if not paths:
         raise Failure("No sample partitions are registered: there is nothing to merge.")
-    statuses = sample_statuses(context.instance, paths)
+    statuses = sample_statuses(context.instance, paths, study)
     blocked = [status for status in statuses.values() if status.blocked]
     if blocked:
         raise Failure(
@@ -111,3 +129,6 @@ def _local(path: UPath) -> Path:
             f"{path} is on {path.protocol}://"
         )
     return Path(path.path)
+
+
+merged_adata = build_merged_adata(DEFAULT_STUDY)

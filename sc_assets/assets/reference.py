@@ -1,6 +1,6 @@
 """``reference_genes``: the gene list every sample is compared with, pinned once."""
 
-from dagster import AssetExecutionContext, Failure, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Failure, MetadataValue, Output, asset
 
 from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.binding import STUDY_METADATA_KEY, study_name
@@ -10,34 +10,46 @@ from sc_assets.core.qc import MT_PREFIX
 from sc_assets.core.readers import read_gene_names
 from sc_assets.core.samplesheet import SamplesheetError
 from sc_assets.core.validation import gene_list_hash
-from sc_assets.partitions import SAMPLES_PARTITIONS_NAME
 from sc_assets.resources import SampleInbox
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 
-@asset(
-    io_manager_key="gene_list_io_manager",
-    group_name="single_cell",
-    kinds={"text"},
-    owners=OWNERS,
-    tags=tags("reference"),
-    code_version="1",
-    description=(
-        "The reference gene list (one symbol per line, made unique) that the gene_set check "
-        "compares every sample with. From the configured features file "
-        "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first sample in "
-        "partition-key order whose gene names read cleanly (only its features or header and "
-        "gene column are read, not its counts). Materialized once and then pinned, so every "
-        "sample is compared with the same list whatever order the runs finish in; "
-        "re-materialize it to re-pin."
-    ),
-)
-def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Output[list[str]]:
+def build_reference_genes(study: StudyKeys) -> AssetsDefinition:
+    """The study's ``reference_genes`` asset."""
+    inbox_key = study.named("inbox")
+
+    @asset(
+        key=study.reference_genes,
+        required_resource_keys={inbox_key},
+        io_manager_key=study.named("gene_list_io_manager"),
+        group_name=study.group,
+        kinds={"text"},
+        owners=OWNERS,
+        tags=tags("reference"),
+        code_version="1",
+        description=(
+            "The reference gene list (one symbol per line, made unique) that the gene_set check "
+            "compares every sample with. From the configured features file "
+            "(SC_ASSETS_REFERENCE_GENES) when given, otherwise from the first sample in "
+            "partition-key order whose gene names read cleanly (only its features or header and "
+            "gene column are read, not its counts). Materialized once and then pinned, so every "
+            "sample is compared with the same list whatever order the runs finish in; "
+            "re-materialize it to re-pin."
+        ),
+    )
+    def reference_genes(context: AssetExecutionContext) -> Output[list[str]]:
+        return _pin(context, getattr(context.resources, inbox_key), study)
+
+    return reference_genes
+
+
+def _pin(context: AssetExecutionContext, inbox: SampleInbox, study: StudyKeys) -> Output[list[str]]:
     skipped: list[str] = []
     if inbox.reference_genes_file:
         genes = read_features_file(inbox.reference_genes_file)
         source = inbox.reference_genes_file
     else:
-        keys = sorted(context.instance.get_dynamic_partitions(SAMPLES_PARTITIONS_NAME))
+        keys = sorted(context.instance.get_dynamic_partitions(study.partitions_name))
         if not keys:
             raise Failure("No sample partitions yet: register samples before pinning genes.")
         try:
@@ -69,3 +81,6 @@ def reference_genes(context: AssetExecutionContext, inbox: SampleInbox) -> Outpu
             STUDY_METADATA_KEY: study_name(inbox.data_dir, inbox.samplesheet),
         },
     )
+
+
+reference_genes = build_reference_genes(DEFAULT_STUDY)

@@ -16,9 +16,11 @@ from anndata import AnnData
 from dagster import (
     AssetCheckEvaluation,
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
     AssetMaterialization,
     AssetRecordsFilter,
+    AssetsDefinition,
     BackfillPolicy,
     BetaWarning,
     Failure,
@@ -32,7 +34,6 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from sc_assets.assets.catalog import OWNERS, tags
-from sc_assets.assets.raw import raw_count_matrix
 from sc_assets.checks import sample_check_specs, to_check_evaluation
 from sc_assets.core.plots import qc_plot_png
 from sc_assets.core.qc import adata_summary
@@ -40,15 +41,14 @@ from sc_assets.core.readers import PROTEIN_KEY, UNS_KEY
 from sc_assets.core.samples import SampleSpec
 from sc_assets.core.validation import sample_outcomes
 from sc_assets.lineage import data_version_tags
-from sc_assets.partitions import samples_partitions
 from sc_assets.resources import CheckThresholds, SampleInbox
 from sc_assets.sample_status import FAILED_SAMPLES_KEY
-from sc_assets.sources import RAW_COUNT_MATRIX, observed_sources
+from sc_assets.sources import observed_sources
+from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 CODE_VERSION = "1"
 #: Partitions per run when the UI backfills many: one run (and process) per this many samples.
 MAX_PARTITIONS_PER_RUN = 50
-REFERENCE_GENES = AssetKey("reference_genes")
 
 
 def read_metadata(adata: AnnData, spec: SampleSpec) -> dict[str, object]:
@@ -63,18 +63,43 @@ def read_metadata(adata: AnnData, spec: SampleSpec) -> dict[str, object]:
     return metadata
 
 
-# backfill_policy is a beta parameter of dagster 1.13, used on purpose (a backfill of many
-# samples from the UI runs in batches): said here once, not warned at every import.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", BetaWarning)
-    _sample_adata_asset = asset(
-        partitions_def=samples_partitions,
-        deps=[raw_count_matrix],
-        check_specs=sample_check_specs(),
-        io_manager_key="h5ad_io_manager",
+def build_sample_adata(study: StudyKeys) -> AssetsDefinition:
+    """The study's ``sample_adata`` asset (partitioned by its samples)."""
+    inbox_key, thresholds_key = study.named("inbox"), study.named("check_thresholds")
+    store_key = study.named("h5ad_io_manager")
+
+    def sample_adata(
+        context: AssetExecutionContext,
+        reference_genes: Sequence,  # not list[str]: Dagster would type-check 33,000 strings
+    ) -> Iterator[AssetMaterialization | AssetCheckEvaluation | Output]:
+        yield from _build_samples(
+            context,
+            getattr(context.resources, inbox_key),
+            getattr(context.resources, thresholds_key),
+            getattr(context.resources, store_key),
+            reference_genes,
+            study,
+        )
+
+    # backfill_policy is a beta parameter of dagster 1.13, used on purpose (a backfill of many
+    # samples from the UI runs in batches): said here once, not warned at every import.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return _sample_adata_asset(study, required={inbox_key, thresholds_key})(sample_adata)
+
+
+def _sample_adata_asset(study: StudyKeys, required: set[str]):
+    return asset(
+        key=study.sample_adata,
+        ins={"reference_genes": AssetIn(key=study.reference_genes)},
+        required_resource_keys=required,
+        partitions_def=study.partitions,
+        deps=[study.raw_count_matrix],
+        check_specs=sample_check_specs(study),
+        io_manager_key=study.named("h5ad_io_manager"),
         output_required=False,  # each partition's materialization is recorded below
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN),
-        group_name="single_cell",
+        group_name=study.group,
         kinds={"anndata", "h5ad"},
         owners=OWNERS,
         tags=tags("sample"),
@@ -94,12 +119,13 @@ with warnings.catch_warnings():
     )
 
 
-@_sample_adata_asset
-def sample_adata(
+def _build_samples(
     context: AssetExecutionContext,
     inbox: SampleInbox,
     check_thresholds: CheckThresholds,
-    reference_genes: Sequence,  # not list[str]: Dagster would type-check 33,000 strings per run
+    store,
+    reference_genes: Sequence,
+    study: StudyKeys,
 ) -> Iterator[AssetMaterialization | AssetCheckEvaluation | Output]:
     # Imported here: the CSV parser needs numba (~0.3 s), which only the processes that run
     # this asset need (not the code server, the sensors or the merge runs).
@@ -107,9 +133,8 @@ def sample_adata(
 
     keys = context.partition_keys
     instance, asset_key = context.instance, context.asset_key
-    store = context.resources.h5ad_io_manager
-    sources = observed_sources(instance, keys)
-    reference = _latest_materialization(instance, REFERENCE_GENES)
+    sources = observed_sources(instance, keys, study)
+    reference = _latest_materialization(instance, study.reference_genes)
     failed: dict[str, BaseException] = {}
     for key in keys:
         adata = None  # the previous sample is freed before this one is read
@@ -140,10 +165,10 @@ def sample_adata(
             tags=data_version_tags(
                 CODE_VERSION,
                 {
-                    RAW_COUNT_MATRIX: (source.sha256, source.storage_id)
+                    study.raw_count_matrix: (source.sha256, source.storage_id)
                     if source
                     else (None, None),
-                    REFERENCE_GENES: reference,
+                    study.reference_genes: reference,
                 },
             ),
         )
@@ -188,3 +213,6 @@ def _partition_target(
     return AssetCheckEvaluationTargetMaterializationData(
         storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
     )
+
+
+sample_adata = build_sample_adata(DEFAULT_STUDY)
