@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         "Registers a partition per sample, pins reference_genes if it never was, runs the\n"
         "samples in batches in --workers processes, then merged_adata, and prints a table.\n"
         "Stored files go to the storage folder; an instance (DAGSTER_HOME) belongs to one\n"
-        "study and one storage folder, and pointing it at others is refused (exit 2).",
+        "study and one storage folder, and pointing it at others is refused (exit 2).\n"
+        "Every study of the project (`sc-assets studies`), or --study NAME's; --data-dir,\n"
+        "--samplesheet and --storage-dir configure the default study.",
         "0 every sample and the merge succeeded and no ERROR check failed, 1 one did\n"
         "not, 2 refused before running anything (a missing folder, an invalid samplesheet,\n"
         "another study's or storage folder's DAGSTER_HOME).",
@@ -143,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         "write Markdown and HTML reports of the latest check results",
         "Reads the instance in DAGSTER_HOME (never creates one: with no runs there it says so\n"
-        "and exits 2) and writes report.md and report.html into --out.",
+        "and exits 2) and writes report.md and report.html into --out for the default\n"
+        "study, and into --out/<study>/ for each declared study that has samples.",
         "0 no ERROR check fails, 1 one does (or the merge never ran), 2 no runs found.",
     )
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder (reports/)")
@@ -333,7 +336,7 @@ def _chosen_studies(args: argparse.Namespace) -> list:
 
 def _project_studies() -> dict:
     """The studies of the dg project of the current folder, or a refusal saying why not."""
-    from sc_assets.definitions import declared_studies, project_root_of
+    from sc_assets.location import declared_studies, project_root_of
 
     try:
         return dict(declared_studies(project_root_of(Path.cwd())))
@@ -342,7 +345,18 @@ def _project_studies() -> dict:
 
         if isinstance(error, SettingsError):
             raise
-        raise _Refused(f"the studies cannot be loaded: {error}") from None
+        raise _Refused(f"the studies cannot be loaded: {_causes(error)}") from None
+
+
+def _causes(error: BaseException) -> str:
+    """An error and what caused it, as Dagster reports a component that fails to load."""
+    texts = []
+    while error is not None:
+        text = str(error).strip()
+        if text and text not in texts:
+            texts.append(text)
+        error = error.__cause__
+    return "\n".join(texts)
 
 
 def _study_label(entry, studies) -> str:

@@ -71,7 +71,7 @@ class ScRnaSeqStudy(dg.Component, dg.Model, dg.Resolvable):
     partitions of ``<name>/sample_adata``, checked, and merged into ``<name>/merged_adata``."""
 
     name: str = Field(
-        pattern=STUDY_NAME.pattern.removesuffix(r"\Z") + "$",
+        pattern="^" + STUDY_NAME.pattern.removesuffix(r"\Z") + "$",
         description="Key prefix, group and partitions name ([a-z][a-z0-9_]{0,40}).",
     )
     samplesheet: str | None = Field(
@@ -94,19 +94,6 @@ class ScRnaSeqStudy(dg.Component, dg.Model, dg.Resolvable):
     timezone: str | None = Field(None, description="Of reingest_cron (default: the machine's).")
     h5ad_compression: Literal["none", "lzf", "gzip"] = "none"
 
-    @model_validator(mode="after")
-    def _one_source(self) -> ScRnaSeqStudy:
-        if self.name == DEFAULT_STUDY_NAME:
-            raise ValueError(f"name: {DEFAULT_STUDY_NAME!r} is the environment-configured study's")
-        if (self.samplesheet is None) == (self.data_dir is None):
-            raise ValueError("give exactly one of samplesheet and data_dir")
-        if self.storage_prefix in _DEFAULT_STUDY_FILES:
-            raise ValueError(
-                f"storage_prefix: {self.storage_prefix!r} is where the default study keeps its "
-                "files"
-            )
-        return self
-
     @property
     def keys(self) -> StudyKeys:
         return StudyKeys(self.name, prefixed=True)
@@ -121,6 +108,15 @@ class ScRnaSeqStudy(dg.Component, dg.Model, dg.Resolvable):
 
         def path(value: str | None) -> Path | None:
             return None if value is None else (project_root / value).absolute()
+
+        if self.name == DEFAULT_STUDY_NAME:
+            raise StudyError(where, "name", f"{self.name!r} is the environment-configured study's")
+        if (self.samplesheet is None) == (self.data_dir is None):
+            raise StudyError(where, "samplesheet/data_dir", "give exactly one of the two")
+        if self.storage_prefix in _DEFAULT_STUDY_FILES:
+            raise StudyError(
+                where, "storage_prefix", f"{self.storage_prefix!r} holds the default study's files"
+            )
 
         samplesheet, data_dir = path(self.samplesheet), path(self.data_dir)
         reference = path(self.reference_genes)
@@ -148,7 +144,7 @@ class ScRnaSeqStudy(dg.Component, dg.Model, dg.Resolvable):
         )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        from sc_assets.definitions import build_definitions
+        from sc_assets.location import build_definitions
 
         where = context.path / "defs.yaml"
         settings = self.settings(context.project_root, Settings.from_env(), where)

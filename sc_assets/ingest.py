@@ -250,7 +250,7 @@ def observe_sources(
 
 def _prepare_worker() -> None:
     """Import what every sample run needs once, before the first sample arrives."""
-    import sc_assets.definitions  # noqa: F401
+    import sc_assets.location  # noqa: F401  (the assets, checks, IO managers)
     from sc_assets.core.readers import warm_up
 
     warm_up()
@@ -306,7 +306,7 @@ def job_from_environment(job_name: str) -> JobDefinition:
     environment after they may have been imported. A declared study's job comes from the dg
     project of the current folder (see :func:`sc_assets.definitions.project_root_of`).
     """
-    from sc_assets.definitions import build_definitions, project_definitions, project_root_of
+    from sc_assets.location import build_definitions, project_definitions, project_root_of
 
     if DEFAULT_STUDY.owns_job(job_name):
         return build_definitions(Settings.from_env()).resolve_job_def(job_name)

@@ -55,7 +55,16 @@ class DeferredH5ad:
     result: Any = field(default=None, init=False)
 
 
-class H5adIOManager(UPathIOManager):
+class StudyUPathIOManager(UPathIOManager):
+    """Files named after the asset's name within its study: the base path is the study's
+    storage folder, so ``pbmc/sample_adata`` is ``<base>/sample_adata/<partition>.h5ad``, as
+    the default study's ``sample_adata`` is."""
+
+    def get_asset_relative_path(self, context: InputContext | OutputContext) -> UPath:
+        return UPath(context.asset_key.path[-1])
+
+
+class H5adIOManager(StudyUPathIOManager):
     """Stores ``anndata.AnnData`` (or a :class:`DeferredH5ad`) as ``.h5ad`` files."""
 
     extension = ".h5ad"
@@ -79,7 +88,7 @@ class H5adIOManager(UPathIOManager):
 
     def partition_path(self, asset_key: AssetKey, partition: str) -> UPath:
         """Where a partition of ``asset_key`` is stored (the path handle_output uses)."""
-        asset_path = self._base_path.joinpath(*asset_key.path)
+        asset_path = self._base_path / asset_key.path[-1]
         return self._with_extension(self.make_safe_partition_path(asset_path, partition))
 
     def store_partition(
@@ -124,7 +133,7 @@ class H5adIOManager(UPathIOManager):
             return ad.read_h5ad(f)
 
 
-class GeneListIOManager(UPathIOManager):
+class GeneListIOManager(StudyUPathIOManager):
     """Stores a list of gene symbols as a text file, one per line (readable, diffable)."""
 
     extension = ".txt"

@@ -50,6 +50,8 @@ def build_nightly_reingest(cron: str, timezone: str, study: StudyKeys = DEFAULT_
         inbox = resources.get(inbox_key) or getattr(context.resources, inbox_key)
         try:
             scan = inbox.scan()
+        except FileNotFoundError as error:  # no data folder (yet): nothing changes
+            return SkipReason(f"{error.filename}: no such folder or file (yet)")
         except SamplesheetError as error:
             return SkipReason(f"the samplesheet is invalid, nothing changes:\n{error}")
         known = set(instance.get_dynamic_partitions(partitions))

@@ -96,6 +96,8 @@ def build_new_samples_sensor(
                 return SensorResult(skip_reason=conflict)
         try:
             scan = inbox.scan()
+        except FileNotFoundError as error:  # no data folder (yet): nothing changes
+            return SensorResult(skip_reason=f"{error.filename}: no such folder or file (yet)")
         except SamplesheetError as error:
             digest = hashlib.sha256(str(error).encode()).hexdigest()[:16]
             if digest != cursor.sheet_error:

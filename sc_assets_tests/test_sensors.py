@@ -286,3 +286,10 @@ def test_an_instance_of_another_storage_folder_or_study_ingests_nothing(instance
     assert f"holds the study of the {study}, not of the data folder" in reason(other_study)
     ticker.data_dir = settings.data_dir
     assert partition_keys(tick_with(settings.storage_dir)) == ["GSM5320459_Ctrl1"]
+
+
+def test_a_data_folder_that_does_not_exist_yet_is_a_skip_not_an_error(instance, tmp_path):
+    ticker = Ticker(instance, tmp_path / "not_yet")
+    result = ticker.tick()
+    assert result.run_requests == [] and not result.dynamic_partitions_requests
+    assert reason(result) == f"{tmp_path / 'not_yet'}: no such folder or file (yet)"
