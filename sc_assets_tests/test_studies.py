@@ -19,6 +19,7 @@ from sc_assets.core.demo import write_demo_series
 from sc_assets.core.demo_layouts import write_layout_study
 from sc_assets.core.readers import read_sample
 from sc_assets.core.samplesheet import read_samplesheet
+from sc_assets.dagster_home import ensure_dagster_home
 from sc_assets.location import PROJECT_ROOT
 
 DG = str(Path(sys.executable).with_name("dg"))
@@ -83,9 +84,14 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(
+    *args: str, cwd: Path, home: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``args`` run as a user in ``cwd``, with its Dagster home (``cwd/.dagster_home``, or
+    ``home``) made as sc-assets makes one (telemetry off)."""
+    home = ensure_dagster_home(home or cwd / ".dagster_home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SC_ASSETS_")}
-    env.update(DAGSTER_HOME=str(cwd / ".dagster_home"), PYTHONPATH=str(cwd))
+    env.update(DAGSTER_HOME=str(home), PYTHONPATH=str(cwd))
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -259,8 +265,8 @@ def test_dg_scaffold_writes_a_study_that_loads(tmp_path):
     assert {"pbmc/sample_adata", "pbmc/merged_adata", "sample_adata"} <= keys
 
 
-def test_this_project_is_a_dg_project_of_the_default_study():
-    result = run(DG, "check", "defs", cwd=PROJECT_ROOT)
+def test_this_project_is_a_dg_project_of_the_default_study(tmp_path):
+    result = run(DG, "check", "defs", cwd=PROJECT_ROOT, home=tmp_path / "home")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All definitions loaded successfully" in result.stdout + result.stderr
 
