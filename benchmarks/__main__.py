@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import layouts, many_samples, sections
+from benchmarks import layouts, many_samples, registered, sections
 from benchmarks.report import Section, machine, markdown_document, ratio, seconds
 from benchmarks.sections import FULL, SMOKE, Context
 from benchmarks.series import CACHE_DIR, ensure_series
@@ -37,6 +37,7 @@ SECTIONS: tuple[Callable[[Context], Section], ...] = (
     sections.sensor,
     layouts.section,
     many_samples.section,
+    registered.section,
 )
 
 

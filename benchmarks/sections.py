@@ -63,6 +63,8 @@ class Config:
     many_sizes: tuple[int, ...]
     """Study sizes of the many-small-samples section."""
     many_reps: int
+    registered_sizes: tuple[int, ...]
+    """Samples registered in the interactivity section (issue 16's 100/300/1,000)."""
     quiet_wait_s: float
     """How long a section may wait for the other agents' CPU use to drop before it starts."""
 
@@ -83,6 +85,7 @@ FULL = Config(
     reader_reps=5,
     many_sizes=(60, 240),
     many_reps=2,
+    registered_sizes=(100, 300, 1000),
     quiet_wait_s=60,
 )
 
@@ -103,6 +106,7 @@ SMOKE = Config(
     reader_reps=1,
     many_sizes=(2, 4),
     many_reps=1,
+    registered_sizes=(3, 6),
     quiet_wait_s=0,
 )
 

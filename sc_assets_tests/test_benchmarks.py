@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.registered import MEASURES
 from benchmarks.series import CACHE_DIR
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ SECTIONS = {
     "sensor": "Sensor",
     "readers": "Readers",
     "many_samples": "Many small samples",
+    "registered": "Many registered samples",
 }
 
 
@@ -92,6 +94,9 @@ def test_smoke_run_reports_every_section(tmp_path: Path) -> None:
     many = results["many_samples"]["raw"]
     assert set(many) == {"2", "4"}
     assert all(m["ingest_s"] > 0 and m["tutorial_s"] > 0 and m["runs"] >= 1 for m in many.values())
+    registered = results["registered"]["raw"]
+    assert set(registered) == {"3", "6"}
+    assert all(set(r) == set(MEASURES) and min(r.values()) > 0 for r in registered.values())
 
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Machine" in markdown and "## Where the time goes" in markdown
