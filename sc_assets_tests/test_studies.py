@@ -253,7 +253,7 @@ def test_dg_scaffold_writes_a_study_that_loads(tmp_path):
     (project / "labstudies" / "__init__.py").write_text("")
     (project / "labstudies" / "defs" / "__init__.py").write_text("")
     (project / "labstudies" / "definitions.py").write_text(DEFINITIONS)
-    made = run(DG, "scaffold", "defs", "sc_assets.ScRnaSeqStudy", "pbmc", cwd=project)
+    made = run(DG, "scaffold", "defs", "ScRnaSeqStudy", "pbmc", cwd=project)  # short name
     assert made.returncode == 0, made.stdout + made.stderr
     declared = yaml.safe_load((project / "labstudies/defs/pbmc/defs.yaml").read_text())
     assert declared["type"] == "sc_assets.ScRnaSeqStudy"

@@ -80,26 +80,34 @@ def start_dagster_dev(tmp_path: Path, *, sensor_interval: int = 2) -> DagsterDev
         "SC_ASSETS_STORAGE_DIR": str(storage_dir),
         "SC_ASSETS_SENSOR_INTERVAL": str(sensor_interval),
     }
+    command = [str(DAGSTER), "dev", "-w", str(PROJECT / "workspace.yaml")]
+    return start_dev(command, PROJECT, env, port, home, data_dir, storage_dir, tmp_path)
+
+
+def start_dev(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    port: int,
+    home: Path,
+    data_dir: Path,
+    storage_dir: Path,
+    tmp_path: Path,
+    location: str = "sc_assets",
+) -> DagsterDev:
+    """``command`` (``dagster dev`` or ``dg dev``) on 127.0.0.1:``port``, once ``location``
+    has loaded."""
     log = tmp_path / "dagster_dev.log"
     process = subprocess.Popen(
-        [
-            str(DAGSTER),
-            "dev",
-            "-w",
-            str(PROJECT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=PROJECT,
+        [*command, "-h", "127.0.0.1", "-p", str(port)],
+        cwd=cwd,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: stopped as a whole
     )
     dev = DagsterDev(f"http://127.0.0.1:{port}", home, data_dir, storage_dir, process, log)
-    dev.wait_until(lambda: _location_loaded(dev), timeout=120, what="the code location")
+    dev.wait_until(lambda: _location_loaded(dev, location), timeout=120, what="the code location")
     return dev
 
 
@@ -119,7 +127,7 @@ def stop_dagster_dev(dev: DagsterDev, *, grace: float = 5) -> None:
     dev.process.wait(timeout=10)
 
 
-def _location_loaded(dev: DagsterDev) -> bool:
+def _location_loaded(dev: DagsterDev, location: str = "sc_assets") -> bool:
     try:
         data = dev.graphql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name "
@@ -129,7 +137,7 @@ def _location_loaded(dev: DagsterDev) -> bool:
         return False
     entries = data["workspaceOrError"].get("locationEntries", [])
     return any(
-        e["name"] == "sc_assets"
+        e["name"] == location
         and e["locationOrLoadError"]
         and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
         for e in entries
