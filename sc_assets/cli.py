@@ -293,6 +293,10 @@ def _ingest(args: argparse.Namespace) -> int:
             if problems[entry.keys.name]:
                 print(f"  skipped: {problems[entry.keys.name]}\n")
                 continue
+            if len(studies) > 1 and not _has_samples(entry, instance):
+                source = settings.samplesheet or settings.data_dir
+                print(f"  skipped: no samples in {source} yet\n")
+                continue
             try:
                 report = ingest(
                     settings.data_dir,
@@ -361,6 +365,19 @@ def _causes(error: BaseException) -> str:
 
 def _study_label(entry, studies) -> str:
     return f"study {entry.keys.name}: " if len(studies) > 1 else ""
+
+
+def _has_samples(entry, instance) -> bool:
+    """The study has samples now, or had some (so that removed ones are handled)."""
+    from sc_assets.core.inbox import scan_inbox
+    from sc_assets.core.samplesheet import SamplesheetError
+
+    if instance.get_dynamic_partitions(entry.keys.partitions_name):
+        return True
+    try:
+        return bool(scan_inbox(entry.settings.data_dir, entry.settings.samplesheet).samples)
+    except SamplesheetError:
+        return True  # ingest says what is wrong with it
 
 
 def _missing_input(settings) -> str | None:

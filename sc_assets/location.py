@@ -11,12 +11,14 @@ this project's code location; another dg project of studies calls
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import BetaWarning, Definitions, PreviewWarning
 
 from sc_assets.assets import build_assets
 from sc_assets.automation import build_merge_automation_sensor
@@ -83,11 +85,14 @@ def declared_studies(project_root: Path = PROJECT_ROOT) -> Mapping[str, StudyEnt
     Raises ``ValueError`` naming the defs.yaml files when two studies share a name or a
     storage prefix, or a study's attributes cannot be used (see :mod:`sc_assets.component`).
     """
+    return _studies(_component_tree(project_root), project_root)
+
+
+def _studies(tree, project_root: Path) -> dict[str, StudyEntry]:
     from sc_assets.component import ScRnaSeqStudy, StudyError
 
     base = Settings.from_env()
     studies = {DEFAULT_STUDY.name: StudyEntry(DEFAULT_STUDY, base)}
-    tree = _component_tree(project_root)
     if tree is None:
         return studies
     storage: dict[str, Path] = {}
@@ -98,7 +103,8 @@ def declared_studies(project_root: Path = PROJECT_ROOT) -> Mapping[str, StudyEnt
         ):
             continue
         where = Path(loc.file_path) / "defs.yaml"
-        component = tree.load_component(loc)
+        with _quiet():
+            component = tree.load_component(loc)
         if component.name in names:
             raise StudyError(
                 where, "name", f"{component.name!r} is also the name in {names[component.name]}"
@@ -116,13 +122,25 @@ def declared_studies(project_root: Path = PROJECT_ROOT) -> Mapping[str, StudyEnt
 
 
 def project_definitions(project_root: Path = PROJECT_ROOT) -> Definitions:
-    """The code location: the default study's definitions and the declared studies'."""
-    studies = declared_studies(project_root)  # validates them together first
+    """The code location: the default study's definitions and the defs folder's (the
+    declared studies', and anything else a user put there)."""
     tree = _component_tree(project_root)
+    studies = _studies(tree, project_root)  # validates the studies together first
     default = build_definitions(studies[DEFAULT_STUDY.name].settings)
-    if tree is None or len(studies) == 1:
+    if tree is None:
         return default
-    return Definitions.merge(default, tree.build_defs())
+    with _quiet():
+        return Definitions.merge(default, tree.build_defs())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Dagster's components machinery warns that it is in preview/beta at every load: said
+    once here (README), not to every user of the CLI."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        warnings.simplefilter("ignore", BetaWarning)
+        yield
 
 
 def _component_tree(project_root: Path):

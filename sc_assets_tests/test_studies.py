@@ -56,7 +56,7 @@ def write_study(project: Path, folder: str, attributes: dict) -> Path:
 def make_project(root: Path) -> Path:
     """A dg project of two studies: ``layouts`` (a samplesheet of h5ad, 10x and text
     layouts, min_cells 50) and ``geo`` (a scanned folder of GEO files, one of them cut off).
-    There is no ``data/`` folder: the default study has nothing to ingest."""
+    The default study's ``data/`` folder holds only another study's folder: no samples."""
     (root / "labstudies" / "defs").mkdir(parents=True)
     (root / "pyproject.toml").write_text(PYPROJECT)
     (root / "labstudies" / "__init__.py").write_text("")
@@ -68,6 +68,7 @@ def make_project(root: Path) -> Path:
         layouts=("cellranger_h5", "mtx_v3", "h5ad_layer", "geo_csv"),
     )
     write_demo_series(root / "studies" / "geo", scale=0.02, samples=3, workers=1)
+    (root / "data" / "elsewhere").mkdir(parents=True)  # not a sample: ignored
     good = (root / "studies" / "geo" / "GSM5320461_Ctrl3_count_matrix.csv.gz").read_bytes()
     cut = root / "studies" / "geo" / "GSM5320462_Ctrl4_count_matrix.csv.gz"
     cut.write_bytes(good[: len(good) // 2])
@@ -109,8 +110,8 @@ def test_both_studies_ingest_and_a_bad_sample_blocks_only_its_own(ingested):
     project, result = ingested
     assert result.returncode == 1, result.stdout + result.stderr  # geo has a cut-off file
     out = result.stdout
-    # the default study has no data folder here: said, not an error
-    assert "study default:\n  skipped: " in out and "the data folder does not exist" in out
+    # the default study has no samples here: said, not an error (and not an empty merge)
+    assert f"study default:\n  skipped: no samples in {project / 'data'} yet\n" in out
     layouts = out.split("study layouts:\n")[1].split("\n\n")[0].splitlines()
     assert [line.split()[0] for line in layouts[1:]] == [
         "cellranger_h5", "geo_csv", "h5ad_layer", "mtx_v3", "merged_adata",
