@@ -353,14 +353,30 @@ def _project_studies() -> dict:
 
 
 def _causes(error: BaseException) -> str:
-    """An error and what caused it, as Dagster reports a component that fails to load."""
-    texts = []
+    """What is wrong with a study's defs.yaml, in one line: ours (file: attribute: problem),
+    or each of pydantic's errors as Dagster locates them (``<attribute> at <file>:<line>``)."""
+    from sc_assets.component import StudyError
+
+    chain = []
     while error is not None:
-        text = str(error).strip()
-        if text and text not in texts:
-            texts.append(text)
+        chain.append(error)
         error = error.__cause__
-    return "\n".join(texts)
+    for cause in chain:
+        if isinstance(cause, StudyError):
+            return str(cause)
+        if type(cause).__name__ == "ValidationError":
+            problems, where = [], None
+            for line in str(cause).splitlines():
+                if line.startswith("`"):
+                    where = line.strip("`")
+                elif where and line.startswith("  ") and "errors.pydantic.dev" not in line:
+                    # a template string is also accepted where a mapping is: not the problem
+                    if not where.split(" at ")[0].endswith(".str"):
+                        problems.append(f"{where}: {line.strip().split(' [type=')[0]}")
+                    where = None
+            if problems:
+                return "; ".join(problems)
+    return " ".join(str(chain[-1]).split())
 
 
 def _study_label(entry, studies) -> str:

@@ -244,7 +244,7 @@ def test_a_bad_defs_yaml_fails_dg_check_naming_the_file_and_attribute(
     studies = sc_assets("studies", cwd=project)
     assert studies.returncode == 2 and "Traceback" not in studies.stderr
     assert studies.stderr.startswith("sc-assets: the studies cannot be loaded: ")
-    assert str(bad) in studies.stderr
+    assert str(bad) in studies.stderr and len(studies.stderr.strip().splitlines()) == 1
 
 
 def test_dg_scaffold_writes_a_study_that_loads(tmp_path):
