@@ -449,19 +449,14 @@ def _table_row(name: str, outcome: RunOutcome) -> tuple[str, ...]:
     return (name, *cells, outcome.status)
 
 
-def _existing_home() -> Path | None:
-    """DAGSTER_HOME (absolute, set for this process) if an instance is there, else None."""
-    home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
-    if not ((home / "dagster.yaml").is_file() or (home / "history").is_dir()):
-        return None
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+def _has_instance(home: Path) -> bool:
+    """Whether ``home`` holds a Dagster instance (opening one elsewhere would create it)."""
+    return (home / "dagster.yaml").is_file() or (home / "history").is_dir()
 
 
 def _report(args: argparse.Namespace) -> int:
-    home = _existing_home()
-    if home is None:
-        home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").absolute()
+    home = _home()
+    if not _has_instance(home):
         raise _Refused(f"no runs found in DAGSTER_HOME={home} (no Dagster instance there)")
     studies = _project_studies()
     from dagster import DagsterInstance
@@ -487,10 +482,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _studies(args: argparse.Namespace) -> int:
     studies = _project_studies()
-    home = _existing_home()
     rows = [("study", "input", "storage", "samples", "last merge")]
     instance = None
-    if home is not None:
+    if _has_instance(_home()):
         from dagster import DagsterInstance
 
         instance = DagsterInstance.get()

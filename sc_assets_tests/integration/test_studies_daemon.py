@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance
 
 from sc_assets.dagster_home import ensure_dagster_home
@@ -25,7 +26,7 @@ def test_dropped_files_of_two_studies_are_ingested_and_merged_apart(tmp_path):
     project = make_project(tmp_path / "project")
     for name in ("layouts", "geo"):  # sensors every 2 s
         declared = (project / "labstudies" / "defs" / name / "defs.yaml").read_text()
-        attributes = __import__("yaml").safe_load(declared)["attributes"]
+        attributes = yaml.safe_load(declared)["attributes"]
         write_study(project, name, {**attributes, "sensor_interval_seconds": 2})
     # layouts' samplesheet is there from the start (a missing one fails the load, by
     # design); geo's good files land once the daemon runs.
