@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sc_assets.core.remote import location
 from sc_assets.dagster_home import ensure_dagster_home
 
 if TYPE_CHECKING:
@@ -110,11 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         "another study's or storage folder's DAGSTER_HOME).",
     )
     ingest.add_argument(
-        "--data-dir", type=Path, help="the default study's input folder (SC_ASSETS_DATA_DIR)"
+        "--data-dir",
+        type=location,
+        help="the default study's input folder, or an s3:// URL (SC_ASSETS_DATA_DIR)",
     )
     ingest.add_argument(
         "--samplesheet",
-        type=Path,
+        type=location,
         help="samplesheet CSV (SC_ASSETS_SAMPLESHEET; default: samplesheet.csv in the data "
         "folder if there is one, else the folder is scanned)",
     )

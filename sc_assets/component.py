@@ -24,7 +24,9 @@ from typing import Literal
 
 import dagster as dg
 from pydantic import Field, model_validator
+from upath import UPath
 
+from sc_assets.core.remote import is_url
 from sc_assets.core.validation import Thresholds
 from sc_assets.settings import Settings, SettingsError, check_cron, check_timezone
 from sc_assets.study import DEFAULT_STUDY_NAME, STUDY_NAME, StudyKeys
@@ -106,8 +108,10 @@ class ScRnaSeqStudy(dg.Component, dg.Model, dg.Resolvable):
         or time zone that cannot be used.
         """
 
-        def path(value: str | None) -> Path | None:
-            return None if value is None else (project_root / value).absolute()
+        def path(value: str | None) -> Path | UPath | None:
+            if value is None:
+                return None
+            return UPath(value) if is_url(value) else (project_root / value).absolute()
 
         if self.name == DEFAULT_STUDY_NAME:
             raise StudyError(where, "name", f"{self.name!r} is the environment-configured study's")

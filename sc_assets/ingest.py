@@ -33,10 +33,12 @@ from dagster import (
     build_reconstructable_job,
     execute_job,
 )
+from upath import UPath
 
 from sc_assets.batches import batch_tags, plan_batches
 from sc_assets.checks import SAMPLE_CHECKS
 from sc_assets.core.inbox import SampleInput, scan_inbox
+from sc_assets.core.remote import location
 from sc_assets.core.validation import Severity
 from sc_assets.jobs import INGEST_SAMPLE, MERGE_SAMPLES, PIN_REFERENCE_GENES
 from sc_assets.sample_status import run_errors, samples_to_forget
@@ -383,13 +385,15 @@ def _run_outcome(
 
 
 def configure_environment(
-    data_dir: Path | None, storage_dir: str | None, samplesheet: Path | None = None
+    data_dir: Path | UPath | None,
+    storage_dir: str | None,
+    samplesheet: Path | UPath | None = None,
 ) -> None:
     """Point this process and the workers it starts at the given study and storage (CLI flags)."""
     if data_dir is not None:
-        os.environ["SC_ASSETS_DATA_DIR"] = str(data_dir.absolute())
+        os.environ["SC_ASSETS_DATA_DIR"] = str(location(str(data_dir)))
     if samplesheet is not None:
-        os.environ["SC_ASSETS_SAMPLESHEET"] = str(samplesheet.absolute())
+        os.environ["SC_ASSETS_SAMPLESHEET"] = str(location(str(samplesheet)))
     if storage_dir is not None:
         absolute = storage_dir if "://" in storage_dir else str(Path(storage_dir).absolute())
         os.environ["SC_ASSETS_STORAGE_DIR"] = absolute

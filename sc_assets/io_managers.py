@@ -9,6 +9,7 @@ only once it is complete.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import tempfile
@@ -163,6 +164,40 @@ def staged_write(path: UPath, *, size_hint: int | None = None) -> Iterator[Path]
         yield tmp
         # Object stores publish an object only when its upload completes.
         path.fs.put_file(os.fspath(tmp), path.path)
+
+
+@contextlib.contextmanager
+def staged_reads(paths: Mapping[str, UPath]) -> Iterator[dict[str, Path]]:
+    """Local paths of ``paths`` (key -> file) for readers that need a local file, like HDF5.
+
+    Local files are used where they are. Object-store files are downloaded into one
+    temporary folder (``TMPDIR``: a worker's scratch disk), a few at a time, and removed on
+    exit. Downloading beats opening them remotely for the out-of-core merge: it reads each
+    file several times in many small HDF5 reads, which on an object store are one HTTP range
+    request each.
+    """
+    remote = {key: path for key, path in paths.items() if not is_local(path)}
+    local = {key: Path(path.path) for key, path in paths.items() if is_local(path)}
+    if not remote:
+        yield local
+        return
+    with tempfile.TemporaryDirectory(prefix="sc-assets-stage-") as folder:
+        staged = {
+            key: Path(folder) / f"{index}{path.suffix}"
+            for index, (key, path) in enumerate(remote.items())
+        }
+        with concurrent.futures.ThreadPoolExecutor(max_workers=_DOWNLOADS) as pool:
+            list(
+                pool.map(
+                    lambda key: remote[key].fs.get_file(remote[key].path, os.fspath(staged[key])),
+                    remote,
+                )
+            )
+        yield {key: local[key] if key in local else staged[key] for key in paths}
+
+
+#: Files downloaded at once by :func:`staged_reads` (network-bound: more than the cores).
+_DOWNLOADS = 4
 
 
 def is_local(path: UPath) -> bool:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dagster._utils.schedules import is_valid_cron_string
+from upath import UPath
 
+from sc_assets.core.remote import location
 from sc_assets.core.validation import Thresholds
 
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -24,8 +26,8 @@ COMPRESSIONS = ("none", "lzf", "gzip")
 class Settings:
     """Platform settings; :meth:`from_env` documents the variable behind each field."""
 
-    data_dir: Path
-    samplesheet: Path | None
+    data_dir: Path | UPath
+    samplesheet: Path | UPath | None
     storage_dir: str
     dagster_home: Path
     reference_genes: Path | None
@@ -42,8 +44,9 @@ class Settings:
         Every value is checked here, once: a value that cannot be used raises
         :class:`SettingsError`, one line naming the variable, the value and what is expected.
         Relative paths are resolved against the current directory (the project folder).
-        ``SC_ASSETS_STORAGE_DIR`` may also be a URL such as ``s3://bucket/prefix`` (any
-        universal-pathlib protocol); the out-of-core merge needs a local folder.
+        ``SC_ASSETS_STORAGE_DIR``, ``SC_ASSETS_DATA_DIR`` and ``SC_ASSETS_SAMPLESHEET`` may
+        also be URLs such as ``s3://bucket/prefix`` (any universal-pathlib protocol; S3 is
+        configured by the standard ``AWS_*`` variables).
         """
         env = os.environ if environ is None else environ
         defaults = Thresholds()
@@ -80,8 +83,8 @@ class Settings:
             "SC_ASSETS_TIMEZONE", get("SC_ASSETS_TIMEZONE", _local_timezone())
         )
         return cls(
-            data_dir=Path(get("SC_ASSETS_DATA_DIR", "data")).absolute(),
-            samplesheet=Path(samplesheet).absolute() if samplesheet else None,
+            data_dir=location(get("SC_ASSETS_DATA_DIR", "data")),
+            samplesheet=location(samplesheet) if samplesheet else None,
             storage_dir=storage if "://" in storage else str(Path(storage).absolute()),
             dagster_home=Path(get("DAGSTER_HOME", ".dagster_home")).absolute(),
             reference_genes=Path(reference).absolute() if reference else None,

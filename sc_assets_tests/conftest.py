@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -185,3 +186,55 @@ def ingest(p: Platform, keys: list[str]):
     assert run(p, "pin_reference_genes").success
     samples = {key: run(p, "ingest_sample", key) for key in keys}
     return samples, run(p, "merge_samples")
+
+
+@dataclass
+class Bucket:
+    """A bucket of the test session's S3 API server, and the URL of a prefix in it."""
+
+    name: str
+    endpoint: str
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.name}/{prefix}"
+
+    @property
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint, key="test", secret="test", skip_instance_cache=True
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on a free loopback port, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A fresh bucket, and this process's (and its children's) ``AWS_*`` pointed at it: the
+    standard variables, as a user sets them."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"lab-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return Bucket(name, s3_endpoint)

@@ -22,7 +22,7 @@ from sc_assets.core.h5ad import H5adLayout, read_h5ad_layout
 from sc_assets.core.merge import MergeSummary, merge_h5ad
 from sc_assets.core.samples import sample_label
 from sc_assets.core.validation import merged_outcomes, protein_panel_outcome
-from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad, is_local
+from sc_assets.io_managers import LOAD_AS_PATH, DeferredH5ad, staged_reads
 from sc_assets.resources import CheckThresholds
 from sc_assets.sample_status import sample_statuses
 from sc_assets.study import DEFAULT_STUDY, StudyKeys
@@ -85,14 +85,24 @@ def _merge_samples(
                 )
             },
         )
-    sources = [(sample_label(key), _local(path)) for key, path in paths.items()]
+    with staged_reads(paths) as local:
+        sources = [(sample_label(key), local[key]) for key in paths]
+        yield from _merge_sources(context, check_thresholds, sources, list(paths))
+
+
+def _merge_sources(
+    context: AssetExecutionContext,
+    check_thresholds: CheckThresholds,
+    sources: list[tuple[str, Path]],
+    keys: list[str],
+) -> Iterator[Output | AssetCheckResult]:
     merged = DeferredH5ad(
         write=lambda tmp, compression: _merge(sources, tmp, compression),
         describe=lambda result: _describe(result[0]),
         # The merged file is about the samples' files together (their obs and X, once).
         size_hint=sum(path.stat().st_size for _, path in sources),
     )
-    yield Output(merged, metadata={"samples": MetadataValue.json(list(paths))})
+    yield Output(merged, metadata={"samples": MetadataValue.json(keys)})
     summary, layout = merged.result
     layouts = {label: read_h5ad_layout(path) for label, path in sources}
     sample_genes = {label: sample.var_names for label, sample in layouts.items()}
@@ -120,15 +130,6 @@ def _describe(summary: MergeSummary) -> dict[str, object]:
         "median_total_counts": summary.median_total_counts,
         "n_samples": len(summary.samples),
     }
-
-
-def _local(path: UPath) -> Path:
-    if not is_local(path):
-        raise Failure(
-            f"merged_adata streams the per-sample files with HDF5 and needs local storage; "
-            f"{path} is on {path.protocol}://"
-        )
-    return Path(path.path)
 
 
 merged_adata = build_merged_adata(DEFAULT_STUDY)

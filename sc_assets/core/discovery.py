@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sc_assets.core.errors import CountMatrixError, SampleNameError
 from sc_assets.core.names import EXPECTED_FILE_NAME
+from sc_assets.core.remote import local_study
 from sc_assets.core.samples import SAMPLE_NAME_RE, SampleSpec, geo_spec
 
 #: Text layouts: any CSV could claim to be one, so a scanned folder takes only GEO names.
@@ -157,11 +158,15 @@ def scan_inbox(
     docstring). One ``scandir`` and a ``stat`` per file; only files that are neither GEO-named
     nor plain text are opened, to detect their layout from their first bytes.
 
+    A data folder or samplesheet at a URL (``s3://...``) is looked at in its local mirror
+    (:mod:`sc_assets.core.remote`): the listing is remote, only changed objects are fetched.
+
     Raises
     ------
     SamplesheetError
         If the samplesheet is invalid (every problem is listed); nothing is returned then.
     """
+    data_dir, samplesheet = local_study(data_dir, samplesheet)
     sheet = study_samplesheet(data_dir, os.fspath(samplesheet) if samplesheet else None)
     if sheet is not None:
         return _scan_samplesheet(sheet)
@@ -172,6 +177,7 @@ def find_sample(
     data_dir: str | os.PathLike[str], samplesheet: str | os.PathLike[str] | None, key: str
 ) -> SampleInput | None:
     """The input of one sample, or None when the study has no such sample now."""
+    data_dir, samplesheet = local_study(data_dir, samplesheet, key)
     if (
         study_samplesheet(data_dir, os.fspath(samplesheet) if samplesheet else None) is None
         and (geo := Path(data_dir) / f"{key}_count_matrix.csv.gz").is_file()
