@@ -7,6 +7,7 @@ from dagster import (
     DefaultSensorStatus,
 )
 
+from sc_assets.jobs import MERGE_RUN_TAGS
 from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
 #: Dagster's ``eager()`` without its "no dependency missing" clause: with one partition per
@@ -29,6 +30,7 @@ def build_merge_automation_sensor(
         study.named("merge_automation_sensor"),
         target=AssetSelection.assets(study.merged_adata),
         default_status=DefaultSensorStatus.RUNNING,
+        run_tags=MERGE_RUN_TAGS,
         minimum_interval_seconds=interval_seconds,
         description="Evaluates merged_adata's automation condition (eager, missing allowed).",
     )

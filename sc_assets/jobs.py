@@ -23,6 +23,11 @@ INGEST_SAMPLE = "ingest_sample"
 MERGE_SAMPLES = "merge_samples"
 REINGEST = "reingest"
 
+#: Tags of every run that merges: with dagster-celery's CeleryRunLauncher the run goes to the
+#: ``merge`` queue, so a deployment can serve it with a big-disk worker (deploy/worker.sh);
+#: other run launchers ignore the tag.
+MERGE_RUN_TAGS = {"dagster-celery/queue": "merge"}
+
 
 @dataclass(frozen=True)
 class StudyJobs:
@@ -59,6 +64,7 @@ def build_jobs(study: StudyKeys) -> StudyJobs:
             study.named(MERGE_SAMPLES),
             selection=AssetSelection.assets(merged),
             executor_def=in_process_executor,
+            tags=MERGE_RUN_TAGS,
             description="Stream every checked sample into merged_adata and check the result.",
         ),
         reingest=define_asset_job(

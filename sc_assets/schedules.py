@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from sc_assets.core.samplesheet import SamplesheetError
-from sc_assets.jobs import build_jobs
+from sc_assets.jobs import MERGE_RUN_TAGS, build_jobs
 from sc_assets.sources import observed_sources, sample_version, source_observation
 from sc_assets.study import DEFAULT_STUDY, StudyKeys
 
@@ -89,7 +89,13 @@ def build_nightly_reingest(cron: str, timezone: str, study: StudyKeys = DEFAULT_
         if requests:
             return requests
         if _merge_outdated(context, merged_adata, sample_adata):
-            return [RunRequest(run_key=f"nightly:{tick}:merge", asset_selection=[merged_adata])]
+            return [
+                RunRequest(
+                    run_key=f"nightly:{tick}:merge",
+                    asset_selection=[merged_adata],
+                    tags=MERGE_RUN_TAGS,
+                )
+            ]
         return SkipReason(f"all {len(scan.samples)} samples and merged_adata are up to date")
 
     return nightly_reingest

@@ -94,6 +94,15 @@ def test_automation_is_on_by_default(defs):
     assert "tolerating missing samples" in str(merged.automation_condition.get_label())
 
 
+def test_every_merge_run_goes_to_the_merge_queue_of_celery_workers(defs):
+    queue = {"dagster-celery/queue": "merge"}
+    assert defs.resolve_job_def("merge_samples").tags.items() >= queue.items()
+    sensors = {sensor.name: sensor for sensor in defs.sensors}
+    assert sensors["merge_automation_sensor"].run_tags == queue
+    # sample runs stay on the default queue
+    assert "dagster-celery/queue" not in defs.resolve_job_def("ingest_sample").tags
+
+
 def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     from sc_assets.definitions import build_definitions
     from sc_assets.settings import Settings

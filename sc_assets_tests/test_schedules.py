@@ -59,7 +59,9 @@ def test_only_changed_content_is_reingested_then_the_merge_refreshed(platform, d
 
     # Once it ran, nothing is to ingest, but the merge is older than the newest sample.
     assert run(platform, "ingest_sample", KEYS[0]).success
-    assert requested(evaluate(platform)) == [(None, ["merged_adata"])]
+    merge_requests = evaluate(platform)
+    assert requested(merge_requests) == [(None, ["merged_adata"])]
+    assert merge_requests[0].tags["dagster-celery/queue"] == "merge"  # a big-disk worker's
 
 
 def test_the_merge_request_runs_in_the_schedules_job(platform, demo_files):
