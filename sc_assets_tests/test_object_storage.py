@@ -4,6 +4,7 @@ configured only with the standard ``AWS_*`` variables and ``s3://`` URLs."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import anndata as ad
@@ -68,6 +69,10 @@ def test_cli_ingest_from_a_bucket_into_a_bucket(bucket, demo_files, tmp_path, mo
         assert part.var["mt"].sum() == 13
 
     with DagsterInstance.from_config(str(project / ".dagster_home")) as instance:
+        sample = instance.get_latest_materialization_event(AssetKey("sample_adata"))
+        metadata = sample.asset_materialization.metadata
+        assert metadata["source"].value.startswith(f"s3://{bucket.name}/inbox/GSM")  # not the copy
+        assert metadata["host"].value == socket.gethostname()
         event = instance.get_latest_materialization_event(AssetKey("merged_adata"))
         assert event.asset_materialization.metadata["path"].value == bucket.url(
             "store/merged_adata.h5ad"

@@ -9,6 +9,7 @@ checked, then the run fails naming it (its partition shows failed, theirs materi
 """
 
 import base64
+import socket
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -38,6 +39,7 @@ from sc_assets.checks import sample_check_specs, to_check_evaluation
 from sc_assets.core.plots import qc_plot_png
 from sc_assets.core.qc import adata_summary
 from sc_assets.core.readers import PROTEIN_KEY, UNS_KEY
+from sc_assets.core.remote import origin
 from sc_assets.core.samples import SampleSpec
 from sc_assets.core.validation import sample_outcomes
 from sc_assets.lineage import data_version_tags
@@ -157,7 +159,8 @@ def _build_samples(
             metadata={
                 **adata_summary(adata),
                 "dagster/row_count": adata.n_obs,
-                "source": MetadataValue.path(str(spec.path)),
+                "source": MetadataValue.path(origin(spec.path)),
+                "host": socket.gethostname(),  # which machine ran it (runs on Celery workers)
                 **read_metadata(adata, spec),
                 **stored,
                 "qc_plots": MetadataValue.md(f"![QC plots](data:image/png;base64,{plot})"),

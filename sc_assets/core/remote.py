@@ -195,6 +195,17 @@ def local_study(
     return folder, sheet_path
 
 
+def origin(path: str | os.PathLike[str]) -> str:
+    """Where a file came from: ``s3://bucket/key`` for a copy in a mirror, else the path."""
+    path = Path(path)
+    cache = Path(tempfile.gettempdir()) / CACHE_NAME
+    try:
+        protocol, *rest = path.relative_to(cache).parts
+    except ValueError:
+        return str(path)
+    return f"{protocol}://{'/'.join(rest)}" if rest and protocol != ".state" else str(path)
+
+
 def _mtime_ns(info: dict) -> int:
     modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
     if modified is None:
@@ -219,4 +230,4 @@ def _remove_empty_folders(folder: Path) -> None:
             path.rmdir()
 
 
-__all__ = ["Mirror", "RemoteObject", "is_url", "local_study", "location"]
+__all__ = ["Mirror", "RemoteObject", "is_url", "local_study", "location", "origin"]
