@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import BetaWarning, Definitions, PreviewWarning
+from dagster import BetaWarning, Definitions, PreviewWarning, in_process_executor
 
 from sc_assets.assets import build_assets
 from sc_assets.automation import build_merge_automation_sensor
@@ -127,10 +127,13 @@ def project_definitions(project_root: Path = PROJECT_ROOT) -> Definitions:
     tree = _component_tree(project_root)
     studies = _studies(tree, project_root)  # validates the studies together first
     default = build_definitions(studies[DEFAULT_STUDY.name].settings)
+    # Runs that no job names (the automation sensor's) also execute in the run's process,
+    # as the jobs do: on a Celery worker, a run is one task in one process.
+    in_process = Definitions(executor=in_process_executor)
     if tree is None:
-        return default
+        return Definitions.merge(default, in_process)
     with _quiet():
-        return Definitions.merge(default, tree.build_defs())
+        return Definitions.merge(default, tree.build_defs(), in_process)
 
 
 @contextlib.contextmanager
