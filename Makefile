@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 DEMO_SAMPLES ?= 12
 
-.PHONY: install install-dev demo test dev bench lint format clean
+.PHONY: install install-dev demo test dev bench lint format clean cluster-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ chromium:
 ## make test: install the dev extra (and Chromium) and run the whole suite
 test: install-dev chromium
 	$(BIN)/pytest -n 2 --durations=15
+
+## make cluster-demo: the demo series ingested by two dagster-celery workers on two simulated
+## hosts (network namespaces, private tmpfs) into object storage (moto's S3 API), with the
+## PostgreSQL and RabbitMQ of 127.0.0.1 and deploy/'s files; needs root. Prints which host ran
+## each sample, then stops and removes everything.
+cluster-demo: install-dev
+	$(BIN)/python -m sc_assets_tests.integration.cluster_demo --samples $(DEMO_SAMPLES) \
+		--scale $(DEMO_SCALE)
 
 ## make dev: the Dagster UI (webserver + daemon) on http://127.0.0.1:3000 (HOST=, PORT= to change)
 dev: install

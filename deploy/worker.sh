@@ -21,21 +21,21 @@ if [[ -z "${DAGSTER_HOME:-}" || ! -f "${DAGSTER_HOME}/dagster.yaml" ]]; then
     exit 2
 fi
 
-queue_args=()
-IFS=',' read -ra queues <<<"${DAGSTER_CELERY_QUEUES:-dagster}"
-for queue in "${queues[@]}"; do
-    queue="${queue//[[:space:]]/}"
-    [[ -n "$queue" ]] && queue_args+=(-q "$queue")
-done
-if [[ ${#queue_args[@]} -eq 0 ]]; then
+queues="${DAGSTER_CELERY_QUEUES:-dagster}"
+queues="${queues//[[:space:]]/}"
+queues="$(tr -s ',' <<<"$queues")"
+queues="${queues#,}"
+queues="${queues%,}"
+if [[ -z "$queues" ]]; then
     echo "worker.sh: DAGSTER_CELERY_QUEUES names no queue" >&2
     exit 2
 fi
 
-# Options after `--` go to `celery worker` itself. One run per process, then a fresh one
-# (as on one machine): a big merge's memory goes back to the system, and each run imports
-# the code installed now.
-celery_args=(--max-tasks-per-child=1)
+# Options after `--` go to `celery worker` itself. The queues are given there, as one
+# comma-separated -Q: dagster-celery's own `-q a -q b` becomes `-Q a -Q b`, of which Celery 5
+# keeps only the last. One run per process, then a fresh one (as on one machine): a big
+# merge's memory goes back to the system, and each run imports the code installed now.
+celery_args=(-Q "$queues" --max-tasks-per-child=1)
 if [[ -n "${DAGSTER_CELERY_CONCURRENCY:-}" ]]; then
     celery_args+=("--concurrency=${DAGSTER_CELERY_CONCURRENCY}")
 fi
@@ -45,4 +45,4 @@ fi
 export PATH="${SC_ASSETS_VENV:-$project_dir/.venv}/bin:$PATH"
 cd "$project_dir"
 exec dagster-celery worker start -A dagster_celery.app -y "$deploy_dir/celery.yaml" \
-    "${queue_args[@]}" -- "${celery_args[@]}"
+    -- "${celery_args[@]}"
