@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +155,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, default=Path("reports"), help="folder (reports/)")
     report.set_defaults(run=_report)
+
+    export = _command(
+        commands,
+        "export",
+        "write the merged .h5ad as one self-contained file, for sharing",
+        "On local storage merged_adata.h5ad is a view of per-sample parts kept beside it\n"
+        "(merged_adata.h5ad.parts/: the incremental merge); export writes the same data as\n"
+        "one file that needs nothing else, as a full merge writes it. On object storage the\n"
+        "merged object is already self-contained: it is downloaded.",
+        "0 written, 2 nothing to export (never merged) or the merged file's parts are damaged\n"
+        "(what is wrong and how to rebuild said).",
+    )
+    export.add_argument("asset", choices=["merged"], help="what to export: merged (merged_adata)")
+    export.add_argument("out", type=Path, metavar="OUT.h5ad")
+    export.add_argument("--study", metavar="NAME", help="a declared study's (default: default)")
+    export.set_defaults(run=_export, data_dir=None, samplesheet=None, storage_dir=None)
 
     studies = _command(
         commands,
@@ -481,6 +498,34 @@ def _report(args: argparse.Namespace) -> int:
             ok = ok and result.ok
             print(f"wrote {result.markdown_path} and {result.html_path}")
     return 0 if ok else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from upath import UPath
+
+    from sc_assets.core.atomic import atomic_path
+    from sc_assets.core.incremental import MergedFileError, export_merged, parts_folder
+    from sc_assets.io_managers import is_local
+
+    if args.study is None:
+        args.study = "default"
+    (entry,) = _chosen_studies(args)
+    merged = UPath(entry.settings.storage_dir) / "merged_adata.h5ad"
+    if not merged.exists():
+        raise _Refused(f"{merged} does not exist: merge first (sc-assets ingest)")
+    if not is_local(merged):
+        with atomic_path(args.out) as tmp:
+            merged.fs.get_file(merged.path, str(tmp))
+    elif parts_folder(merged.path).is_dir():
+        try:
+            export_merged(merged.path, args.out)
+        except MergedFileError as error:
+            raise _Refused(str(error)) from None
+    else:  # written by a full merge: self-contained already
+        with atomic_path(args.out) as tmp:
+            shutil.copyfile(merged.path, tmp)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:,.1f} MB) from {merged}")
+    return 0
 
 
 def _studies(args: argparse.Namespace) -> int:

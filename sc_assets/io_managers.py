@@ -53,6 +53,9 @@ class DeferredH5ad:
     describe: Callable[[Any], Mapping[str, Any]] = lambda result: {}
     size_hint: int | None = None
     """About the bytes ``write`` writes uncompressed, to refuse early when they do not fit."""
+    write_in_place: Callable[[Path, str | None], Any] | None = None
+    """On local storage, called instead of ``write`` with the final path: for a writer that
+    replaces the file atomically itself and keeps files beside it (the incremental merge)."""
     result: Any = field(default=None, init=False)
 
 
@@ -107,6 +110,9 @@ class H5adIOManager(StudyUPathIOManager):
 
     def _write(self, obj: ad.AnnData | DeferredH5ad, path: UPath) -> dict[str, Any]:
         metadata: dict[str, Any] = {}
+        if isinstance(obj, DeferredH5ad) and obj.write_in_place is not None and is_local(path):
+            obj.result = obj.write_in_place(Path(path.path), self.compression)
+            return dict(obj.describe(obj.result))
         size_hint = None
         if not self.compression:  # compressed, a file is smaller: a full disk shows while writing
             deferred = isinstance(obj, DeferredH5ad)

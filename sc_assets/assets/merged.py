@@ -18,7 +18,9 @@ from upath import UPath
 from sc_assets.assets.catalog import OWNERS, tags
 from sc_assets.automation import merge_when_samples_settle
 from sc_assets.checks import merged_check_specs, table_metadata, to_check_result
+from sc_assets.core.atomic import atomic_path
 from sc_assets.core.h5ad import H5adLayout, read_h5ad_layout
+from sc_assets.core.incremental import collect_garbage, update_merged
 from sc_assets.core.merge import MergeSummary, merge_h5ad
 from sc_assets.core.samples import sample_label
 from sc_assets.core.validation import merged_outcomes, protein_panel_outcome
@@ -90,6 +92,15 @@ def _merge_samples(
         yield from _merge_sources(context, check_thresholds, sources, list(paths))
 
 
+def _sample_keys(context: AssetExecutionContext, keys: list[str]) -> dict[str, str]:
+    """Label (obs["sample"]) -> partition key, for this merge's samples and the last one's
+    (a removed sample is named by its key too)."""
+    last = context.instance.get_latest_materialization_event(context.asset_key)
+    metadata = last.asset_materialization.metadata if last and last.asset_materialization else {}
+    before = metadata["samples"].value if "samples" in metadata else []
+    return {sample_label(key): key for key in [*before, *keys]}
+
+
 def _merge_sources(
     context: AssetExecutionContext,
     check_thresholds: CheckThresholds,
@@ -98,12 +109,15 @@ def _merge_sources(
 ) -> Iterator[Output | AssetCheckResult]:
     merged = DeferredH5ad(
         write=lambda tmp, compression: _merge(sources, tmp, compression),
-        describe=lambda result: _describe(result[0]),
+        write_in_place=lambda path, compression: _update(
+            sources, path, compression, _sample_keys(context, keys)
+        ),
+        describe=lambda result: _describe(*result[::2]),
         # The merged file is about the samples' files together (their obs and X, once).
         size_hint=sum(path.stat().st_size for _, path in sources),
     )
     yield Output(merged, metadata={"samples": MetadataValue.json(keys)})
-    summary, layout = merged.result
+    summary, layout, _ = merged.result
     layouts = {label: read_h5ad_layout(path) for label, path in sources}
     sample_genes = {label: sample.var_names for label, sample in layouts.items()}
     outcomes = merged_outcomes(summary, layout, sample_genes, check_thresholds.thresholds)
@@ -114,14 +128,40 @@ def _merge_sources(
 
 def _merge(
     sources: list[tuple[str, Path]], tmp: Path, compression: str | None
-) -> tuple[MergeSummary, H5adLayout]:
+) -> tuple[MergeSummary, H5adLayout, dict[str, object]]:
+    """The full merge into a temporary file (object storage: uploaded once complete)."""
     summary = merge_h5ad(sources, tmp, compression=compression)
-    return summary, read_h5ad_layout(tmp)  # what was written, before it is moved into place
+    how = {"merge_mode": "full", "full_reason": "object storage"}
+    how["bytes_written"] = tmp.stat().st_size
+    return summary, read_h5ad_layout(tmp), how  # what was written, before it is moved
 
 
-def _describe(summary: MergeSummary) -> dict[str, object]:
+def _update(
+    sources: list[tuple[str, Path]], path: Path, compression: str | None, keys: dict[str, str]
+) -> tuple[MergeSummary, H5adLayout, dict[str, object]]:
+    """The merge on local storage: incremental (only new or changed samples' matrices are
+    written; sc_assets.core.incremental), or full when the matrices are to be compressed."""
+    if compression is not None:
+        with atomic_path(path) as tmp:
+            summary = merge_h5ad(sources, tmp, compression=compression)
+            how = {
+                "merge_mode": "full",
+                "full_reason": f"compressed storage (SC_ASSETS_H5AD_COMPRESSION={compression})",
+                "bytes_written": tmp.stat().st_size,
+            }
+        return summary, read_h5ad_layout(path), how
+    result = update_merged(sources, path)
+    collect_garbage(path)  # versions retired over an hour ago that nobody reads any more
+    how = result.metadata()
+    for name in ("samples_added", "samples_replaced", "samples_removed", "parts_repaired"):
+        how[name] = [keys.get(label, label) for label in how[name]]  # partition keys
+    return result.summary, read_h5ad_layout(path), how
+
+
+def _describe(summary: MergeSummary, how: dict[str, object]) -> dict[str, object]:
     size = summary.n_obs * summary.n_vars
     return {
+        **how,
         "dagster/row_count": summary.n_obs,
         "n_obs": summary.n_obs,
         "n_vars": summary.n_vars,
