@@ -246,6 +246,9 @@ def test_celery_launcher_is_built_from_the_environment(sample_env, kubeconfig):
     assert launcher.broker == sample_env["DAGSTER_CELERY_BROKER_URL"]
     assert launcher.backend == sample_env["DAGSTER_CELERY_BACKEND_URL"]
     assert launcher.default_queue == task_default_queue == "dagster"
+    # a launch during a broker restart waits for it (dagster-celery alone gives up in ~0.6 s)
+    assert launcher.config_source["broker_transport_options"]["max_retries"] == 30
+    assert launcher.config_source["task_publish_retry_policy"]["max_retries"] == 30
     # The documented backend loads with the installed packages (SQLAlchemy's psycopg2 dialect:
     # a bare postgresql:// would mean psycopg 3, which is not installed), without connecting.
     from celery.app.backends import by_url

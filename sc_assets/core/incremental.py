@@ -8,7 +8,7 @@ path that strings the parts together::
     storage/merged_adata.h5ad            the view: obs, var, indptr written for real
     storage/merged_adata.h5ad.parts/     <label>.<random>.h5, one per sample and version
                                          history.json (retired views, for collect_garbage)
-                                         .lock (one merge or clean-up at a time)
+                                         merge.lock (one merge or clean-up at a time)
 
 In the view, ``X/data`` and ``X/indices`` (and ``layers/counts``' when it is not ``X``
 itself) are HDF5 *external storage*: one contiguous dataset whose bytes are segments of the
@@ -81,7 +81,7 @@ README_ATTR = "sc_assets_readme"
 FORMAT_VERSION = 1
 PARTS_SUFFIX = ".parts"
 HISTORY_NAME = "history.json"
-LOCK_NAME = ".lock"
+LOCK_NAME = "merge.lock"
 #: How long a retired view's parts are kept for readers in other processes or on other hosts.
 DEFAULT_GRACE_SECONDS = 3600.0
 #: Whether this HDF5 reports a truncated (or non-HDF5) virtual dataset source instead of reading

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,33 +62,46 @@ def skip_unless_cluster_possible() -> None:
         pytest.skip(reason)
 
 
-def relay_services(hosts: SimulatedHosts, *ports: int) -> None:
-    """Make PostgreSQL, RabbitMQ and ``ports`` (e.g. moto's) reachable from the hosts."""
-    for port in (POSTGRES_PORT, RABBITMQ_PORT, *ports):
+def relay_services(
+    hosts: SimulatedHosts,
+    *ports: int,
+    postgres_port: int = POSTGRES_PORT,
+    rabbitmq_port: int = RABBITMQ_PORT,
+) -> None:
+    """Make PostgreSQL, RabbitMQ (the machine's, or a test's own at the ports given) and
+    ``ports`` (e.g. moto's) reachable from the hosts."""
+    for port in (postgres_port, rabbitmq_port, *ports):
         hosts.relay(port)
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database (``sc_assets_<random>``), dropped afterwards; its name."""
-    import psycopg2
-
-    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-    admin.autocommit = True
+def postgres_database(port: int = POSTGRES_PORT) -> Iterator[str]:
+    """A fresh PostgreSQL database (``sc_assets_<random>``) of the server at 127.0.0.1:``port``,
+    dropped afterwards; its name."""
     name = f"sc_assets_{uuid.uuid4().hex[:10]}"
+    _admin(port, f'CREATE DATABASE "{name}"')
     try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
         yield name
     finally:
+        # A connection of its own: the server may have restarted meanwhile.
+        _admin(port, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(port: int, statement: str) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
         with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cursor.execute(statement)
+    finally:
         admin.close()
 
 
-def postgres_url(database: str, address: str = "127.0.0.1") -> str:
+def postgres_url(database: str, address: str = "127.0.0.1", port: int = POSTGRES_PORT) -> str:
     """SQLAlchemy URL of ``database`` at ``address`` (driver named: see the README)."""
-    return f"postgresql+psycopg2://postgres@{address}:{POSTGRES_PORT}/{database}"
+    return f"postgresql+psycopg2://postgres@{address}:{port}/{database}"
 
 
 def broker_url(address: str = "127.0.0.1") -> str:
@@ -275,3 +291,187 @@ def _wait(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
         time.sleep(0.1)
+
+
+# --- services of a test's own, which it may restart ------------------------------------------
+# The machine's PostgreSQL and RabbitMQ are shared with tests running in parallel: a test that
+# restarts a service starts its own, from the machine's installed binaries, as their users.
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def postgres_bin() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<version>/bin`` holding ``initdb`` and ``pg_ctl``."""
+    found = [
+        folder
+        for folder in Path("/usr/lib/postgresql").glob("*/bin")
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists()
+    ]
+    return max(found, key=lambda f: int(f.parent.name) if f.parent.name.isdigit() else 0,
+               default=None)  # fmt: skip
+
+
+def skip_unless_own_services_possible() -> None:
+    """Skip the test, saying why, unless it can run a PostgreSQL server and a RabbitMQ node of
+    its own (as root, through ``runuser``, with the Debian packages' binaries and users) and
+    simulated hosts can be made."""
+    import pwd
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("starting a PostgreSQL server and a RabbitMQ node of the test's own needs "
+                    "root and runuser (they run as the postgres and rabbitmq users)")  # fmt: skip
+    for user in ("postgres", "rabbitmq"):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            pytest.skip(f"no {user} user to run the test's own server as")
+    if postgres_bin() is None:
+        pytest.skip("no initdb/pg_ctl under /usr/lib/postgresql/<version>/bin")
+    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        pytest.skip(f"no {RABBITMQ_BIN}/rabbitmq-server to start a RabbitMQ node")
+    ok, reason = available()
+    if not ok:
+        pytest.skip(reason)
+
+
+def _as_user(user: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    return ["runuser", "-u", user, "--", "env", *(f"{k}={v}" for k, v in (env or {}).items()),
+            *argv]  # fmt: skip
+
+
+def _owned_folder(prefix: str, user: str) -> Path:
+    """A new folder under /tmp owned by ``user`` (a test's tmp_path is private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    shutil.chown(folder, user, user)
+    return folder
+
+
+@dataclass
+class OwnPostgres:
+    """A PostgreSQL cluster of a test's own on 127.0.0.1:``port`` (trust auth, user
+    ``postgres``, no fsync), run as the postgres user; see :func:`own_postgres`."""
+
+    port: int
+    folder: Path
+    bin: Path
+
+    def pg_ctl(self, *args: str) -> None:
+        argv = [str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-w", "-t", "60", *args]
+        subprocess.run(_as_user("postgres", argv), check=True, capture_output=True, cwd="/")
+
+    def start(self) -> None:
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self.pg_ctl("-l", str(self.folder / "server.log"), "-o", options, "start")  # fmt: skip
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection is closed, open transactions are
+        rolled back; returns once the server accepts connections again."""
+        self.pg_ctl("-l", str(self.folder / "server.log"), "-m", "fast", "restart")
+
+    def log(self) -> str:
+        return (self.folder / "server.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def own_postgres() -> Iterator[OwnPostgres]:
+    """``initdb`` a cluster in a new folder, start it on a free port; stopped and removed on
+    exit."""
+    binaries = postgres_bin()
+    if binaries is None:
+        pytest.skip("no initdb/pg_ctl under /usr/lib/postgresql/<version>/bin")
+    folder = _owned_folder("sc-assets-pg-", "postgres")
+    server = OwnPostgres(free_port(), folder, binaries)
+    try:
+        initdb = [str(binaries / "initdb"), "-D", str(folder / "data"), "-U", "postgres",
+                  "-A", "trust", "-E", "UTF8", "--no-sync"]  # fmt: skip
+        subprocess.run(_as_user("postgres", initdb), check=True, capture_output=True, cwd="/")
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.pg_ctl("-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass
+class OwnRabbitMQ:
+    """A RabbitMQ node of a test's own on 127.0.0.1:``port`` (its default vhost, user guest),
+    run as the rabbitmq user; its queues and persistent messages outlive a restart, as a
+    deployment's broker's do. See :func:`own_rabbitmq`."""
+
+    port: int
+    dist_port: int  # Erlang distribution (rabbitmqctl's way in)
+    node: str
+    folder: Path
+    process: subprocess.Popen | None = None
+
+    def url(self, address: str = "127.0.0.1") -> str:
+        return f"pyamqp://guest@{address}:{self.port}//"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "HOME": "/var/lib/rabbitmq",  # its Erlang cookie, shared with rabbitmqctl
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+            "RABBITMQ_PID_FILE": str(self.folder / "pid"),
+        }
+
+    def ctl(self, *args: str) -> None:
+        argv = [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.node, *args]
+        subprocess.run(_as_user("rabbitmq", argv, self._env()), check=True, capture_output=True,
+                       cwd="/", timeout=150)  # fmt: skip
+
+    def start(self) -> None:
+        """Start the node; returns once it accepts connections."""
+        with (self.folder / "console.log").open("ab") as console:
+            self.process = subprocess.Popen(
+                _as_user("rabbitmq", [str(RABBITMQ_BIN / "rabbitmq-server")], self._env()),
+                stdout=console, stderr=subprocess.STDOUT, cwd="/",
+                start_new_session=True,  # the node's Erlang processes too: see own_rabbitmq
+            )  # fmt: skip
+        self.ctl("wait", str(self.folder / "pid"), "--timeout", "120")
+        _wait(lambda: answers(self.port), self.process, 30, "the RabbitMQ node")
+
+    def stop(self) -> None:
+        """Stop the node cleanly (as ``systemctl stop`` does): its connections are closed."""
+        self.ctl("stop", str(self.folder / "pid"))
+        if self.process is not None:
+            self.process.wait(timeout=60)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def own_rabbitmq() -> Iterator[OwnRabbitMQ]:
+    """Start a RabbitMQ node (no plugins) on a free port; stopped and removed on exit."""
+    folder = _owned_folder("sc-assets-rabbitmq-", "rabbitmq")
+    port = free_port()
+    (folder / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
+    (folder / "enabled_plugins").write_text("[].\n")
+    for path in folder.iterdir():
+        shutil.chown(path, "rabbitmq", "rabbitmq")
+    node = OwnRabbitMQ(port, free_port(), f"sc_assets_{uuid.uuid4().hex[:10]}@localhost", folder)
+    try:
+        node.start()
+        yield node
+    finally:
+        if node.process is not None:
+            with contextlib.suppress(subprocess.SubprocessError):
+                node.stop()
+        if node.process is not None:  # it did not stop: kill it, Erlang VM and all
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.wait()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -36,6 +36,8 @@ from pathlib import Path
 from sc_assets.simulated_hosts import Host, SimulatedHosts
 from sc_assets_tests.integration.cluster import (
     BIN,
+    POSTGRES_PORT,
+    RABBITMQ_PORT,
     S3Server,
     moto_s3,
     postgres_database,
@@ -68,16 +70,19 @@ class Cluster:
     s3: S3Server
     hosts: SimulatedHosts
     dev: DagsterDev | None = None
+    postgres_port: int = POSTGRES_PORT
+    rabbitmq_port: int = RABBITMQ_PORT
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def env(self, address: str = "127.0.0.1") -> dict[str, str]:
         """What every sc-assets process needs (deploy/README.md), with the services at
         ``address``: 127.0.0.1 on this machine, the bridge's on a simulated host."""
-        url = postgres_url(self.database, address)
+        url = postgres_url(self.database, address, self.postgres_port)
+        broker = f"pyamqp://guest@{address}:{self.rabbitmq_port}/{self.vhost}"
         return {
             **self.s3.env(address),
             "DAGSTER_POSTGRES_URL": url,
-            "DAGSTER_CELERY_BROKER_URL": f"pyamqp://guest@{address}:5672/{self.vhost}",
+            "DAGSTER_CELERY_BROKER_URL": broker,
             "DAGSTER_CELERY_BACKEND_URL": f"db+{url}",
             "DAGSTER_COMPUTE_LOG_BUCKET": BUCKET,
             "DAGSTER_COMPUTE_LOG_PREFIX": "compute-logs",
@@ -122,17 +127,33 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, *, hosts: int = 2) -> Iterator[Cluster]:
-    """Start everything (see the module docstring); stop and remove it all on exit."""
+def cluster(
+    workdir: Path,
+    *,
+    hosts: int = 2,
+    postgres_port: int = POSTGRES_PORT,
+    rabbitmq_port: int = RABBITMQ_PORT,
+) -> Iterator[Cluster]:
+    """Start everything (see the module docstring); stop and remove it all on exit.
+
+    The database is created on the PostgreSQL server at 127.0.0.1:``postgres_port``; the
+    broker is a fresh vhost of the machine's RabbitMQ, or, given another ``rabbitmq_port``,
+    the default vhost of a node of the caller's own there (``cluster.own_rabbitmq``). A test
+    that restarts a service passes its own: the machine's are shared with other tests.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
+    own_broker = rabbitmq_port != RABBITMQ_PORT
     with (
-        postgres_database() as database,
-        rabbitmq_vhost() as vhost,
+        postgres_database(postgres_port) as database,
+        contextlib.nullcontext("/") if own_broker else rabbitmq_vhost() as vhost,
         moto_s3(BUCKET, log=workdir / "moto.log") as s3,
         SimulatedHosts(hosts) as simulated,
     ):
-        relay_services(simulated, s3.port)
-        state = Cluster(workdir, database, vhost, s3, simulated)
+        relay_services(simulated, s3.port, postgres_port=postgres_port, rabbitmq_port=rabbitmq_port)
+        state = Cluster(
+            workdir, database, vhost, s3, simulated, postgres_port=postgres_port,
+            rabbitmq_port=rabbitmq_port,
+        )  # fmt: skip
         state.home.mkdir(exist_ok=True)
         (state.home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
         env = {**os.environ, **state.env(), "DAGSTER_HOME": str(state.home)}
