@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import layouts, many_samples, registered, sections
+from benchmarks import cluster, incremental, layouts, many_samples, registered, sections
 from benchmarks.report import Section, machine, markdown_document, ratio, seconds
 from benchmarks.sections import FULL, SMOKE, Context
 from benchmarks.series import CACHE_DIR, ensure_series
@@ -33,11 +33,13 @@ SECTIONS: tuple[Callable[[Context], Section], ...] = (
     sections.one_sample,
     sections.end_to_end,
     sections.merge,
+    incremental.section,
     sections.compression,
     sections.sensor,
     layouts.section,
     many_samples.section,
     registered.section,
+    cluster.section,
 )
 
 
@@ -93,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         sections=done,
     )
     report_path.write_text(document)
-    results = {s.key: {"raw": s.raw, "checks": [c.__dict__ for c in s.checks]} for s in done}
+    results = {
+        s.key: {"raw": s.raw, "checks": [c.__dict__ for c in s.checks], "notes": s.notes}
+        for s in done
+    }
     results_path.write_text(json.dumps(results, indent=1, default=str))
     print(f"wrote {report_path} and {results_path}")
     return 0
