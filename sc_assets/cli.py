@@ -48,6 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sc-assets: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # an object store that cannot be reached or refuses: one line
+        if not _object_store_error(error):
+            raise
+        print(f"sc-assets: the object store refused or cannot be reached: {error} (check "
+              "AWS_ENDPOINT_URL and the AWS credentials)", file=sys.stderr)  # fmt: skip
+        return 2
+
+
+def _object_store_error(error: BaseException) -> bool:
+    """Whether ``error`` is botocore's (s3:// paths): no endpoint, no credentials, refused."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return False
+    return isinstance(error, (BotoCoreError, ClientError))
 
 
 class _Refused(Exception):

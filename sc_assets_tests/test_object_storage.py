@@ -149,3 +149,14 @@ def _half_written() -> DeferredH5ad:
         raise OSError("disk gone mid-write")
 
     return DeferredH5ad(write=write)
+
+
+def test_an_object_store_that_cannot_be_reached_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    done = run_cli("ingest", "--data-dir", "s3://lab/inbox", cwd=tmp_path, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.startswith("sc-assets: the object store refused or cannot be reached: ")
+    assert "http://127.0.0.1:1" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
