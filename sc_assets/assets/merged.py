@@ -50,8 +50,11 @@ def build_merged_adata(study: StudyKeys) -> AssetsDefinition:
             "All samples concatenated (anndata.concat semantics: inner join on genes, "
             "merge='same', label='sample'), obs names `<sample>-<barcode>`, layers['counts'] "
             "included. Streamed from the per-sample .h5ad files in fixed-size blocks, so memory "
-            "stays flat however many samples there are. Refuses to run while any sample is "
-            "unmaterialized or fails an ERROR check, and names those samples."
+            "stays flat however many samples there are. On local storage it is incremental: "
+            "only new or changed samples' matrices are written, into parts beside the file "
+            "(`merge_mode` and `bytes_written` in the metadata; `sc-assets export merged` for a "
+            "self-contained copy). Refuses to run while any sample is unmaterialized or fails an "
+            "ERROR check, and names those samples."
         ),
     )
     def merged_adata(
