@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -55,7 +56,7 @@ _instances = count(1)
 # that holds them: everything read-only in one mount_setattr(AT_RECURSIVE) call (/proc
 # excepted), the private tmpfs mounts, the host's /etc/hosts and resolv.conf; then it idles.
 _BOOT = r"""
-import ctypes, os, socket, sys, time
+import ctypes, json, os, socket, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 def check(result, what):
     if result != 0:
@@ -63,12 +64,25 @@ def check(result, what):
 def mount_setattr(path, attr_set, attr_clr):  # struct mount_attr; MS_PRIVATE propagation
     attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 1 << 18, 0)
     check(libc.syscall(442, -100, path.encode(), 0x8000, attr, 32), f"mount_setattr {path}")
-name, scratch, *private = sys.argv[1:]
+name, private, keep, hide = json.loads(sys.argv[1])
 socket.sethostname(name)
 mount_setattr("/", 1, 0)  # MOUNT_ATTR_RDONLY, recursively
 mount_setattr("/proc", 0, 1)
-for path in [scratch, *private]:
+# The image folders under a private dir (a project cloned into /tmp): detached read-only
+# copies of their mounts (open_tree), put back at their paths on the private tmpfs below.
+kept = [(path, libc.syscall(428, -100, path.encode(), 1 | 0x8000)) for path in keep]
+for path, fd in kept:
+    if fd < 0:
+        check(-1, f"open_tree {path}")
+for path in private:
     check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0, b"mode=1777"), f"tmpfs on {path}")
+for path, fd in kept:
+    os.makedirs(path, exist_ok=True)
+    check(libc.syscall(429, fd, b"", -100, path.encode(), 4), f"move_mount {path}")
+for path in hide:
+    os.makedirs(path, exist_ok=True)
+    check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0, b"mode=1777"), f"tmpfs on {path}")
+scratch = private[0]
 etc = {"hosts": f"127.0.0.1 localhost {name}\n", "resolv.conf": "# no name server\n"}
 for file, text in etc.items():
     target = os.path.realpath(f"/etc/{file}")
@@ -82,6 +96,15 @@ print("ready", flush=True)
 while True:
     time.sleep(3600)
 """
+
+
+def _image_under_private_dirs() -> list[str]:
+    """The folders every host sees as this machine has them ("the image": this package's
+    project and the Python environment) that lie under a private dir, e.g. a clone in /tmp:
+    hosts see them read-only at their paths, on top of their private tmpfs."""
+    image = {Path(__file__).resolve().parent.parent, Path(sys.prefix).resolve()}
+    private = [Path(p) for p in PRIVATE_DIRS]
+    return sorted(str(p) for p in image if any(p.is_relative_to(d) for d in private))
 
 
 @functools.cache
@@ -177,9 +200,9 @@ class Host:
             return self._holder
         for path in self._hide:  # a mount point must exist; an empty folder hides nothing
             Path(path).mkdir(parents=True, exist_ok=True)
-        private = [*PRIVATE_DIRS, *self._hide]
+        layout = json.dumps([self.name, PRIVATE_DIRS, _image_under_private_dirs(), self._hide])
         argv = ["ip", "netns", "exec", self.name, "unshare", "--mount", "--uts"]
-        argv += ["--propagation", "private", sys.executable, "-c", _BOOT, self.name, *private]
+        argv += ["--propagation", "private", sys.executable, "-c", _BOOT, layout]
         holder = subprocess.Popen(
             argv,
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
