@@ -98,7 +98,7 @@ while True:
 """
 
 
-def _image_under_private_dirs() -> list[str]:
+def image_under_private_dirs() -> list[str]:
     """The folders every host sees as this machine has them ("the image": this package's
     project and the Python environment) that lie under a private dir, e.g. a clone in /tmp:
     hosts see them read-only at their paths, on top of their private tmpfs."""
@@ -200,7 +200,7 @@ class Host:
             return self._holder
         for path in self._hide:  # a mount point must exist; an empty folder hides nothing
             Path(path).mkdir(parents=True, exist_ok=True)
-        layout = json.dumps([self.name, PRIVATE_DIRS, _image_under_private_dirs(), self._hide])
+        layout = json.dumps([self.name, PRIVATE_DIRS, image_under_private_dirs(), self._hide])
         argv = ["ip", "netns", "exec", self.name, "unshare", "--mount", "--uts"]
         argv += ["--propagation", "private", sys.executable, "-c", _BOOT, layout]
         holder = subprocess.Popen(
