@@ -41,6 +41,9 @@ _TRANSIENT_ERRORS = frozenset(
         "ConnectionResetError",
         "BrokenPipeError",
         "InterruptedError",
+        # A database or broker connection lost mid-step (a PostgreSQL or RabbitMQ restart):
+        # SQLAlchemy's, psycopg2's and kombu's name for it.
+        "OperationalError",
     }
 )
 #: The tags of a run of several partitions (a range), carried over to its recovery.
