@@ -360,12 +360,8 @@ def update_merged(
     """
     if compression not in (None, "lzf", "gzip"):
         raise ValueError(f"compression must be None, 'lzf' or 'gzip', not {compression!r}")
-    if not sources:
-        raise ValueError("no sources to merge")
+    merge.check_labels(sources)
     labels = [label for label, _ in sources]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise ValueError(f"duplicate source label {label!r}: labels must be unique")
     out_path = Path(out_path).absolute()
     paths = {label: Path(path).absolute() for label, path in sources}
     for label, path in paths.items():

@@ -249,15 +249,21 @@ class _Plan:
         return all(source.counts_is_x for source in self.sources)
 
 
-def _plan(
-    sources: Sequence[tuple[str, str | os.PathLike[str]]], out_path: Path, block_nnz: int
-) -> _Plan:
+def check_labels(sources: Sequence[tuple[str, object]]) -> None:
+    """ValueError unless there are sources and their labels are unique."""
     if not sources:
         raise ValueError("no sources to merge")
     labels = [label for label, _ in sources]
     for i, label in enumerate(labels):
         if label in labels[:i]:
             raise ValueError(f"duplicate source label {label!r}: labels must be unique")
+
+
+def _plan(
+    sources: Sequence[tuple[str, str | os.PathLike[str]]], out_path: Path, block_nnz: int
+) -> _Plan:
+    check_labels(sources)
+    labels = [label for label, _ in sources]
     out_resolved = out_path.resolve()
     for label, path in sources:
         if Path(path).resolve() == out_resolved:

@@ -146,7 +146,7 @@ def moto_s3(bucket: str = "sc-assets", log: Path | None = None) -> Iterator[S3Se
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait(lambda: _http_answers(f"http://127.0.0.1:{port}/"), process, 30, "moto_server")
+        wait_for(lambda: _http_answers(f"http://127.0.0.1:{port}/"), process, 30, "moto_server")
         server = S3Server(port, bucket, process)
         server.client().create_bucket(Bucket=bucket)
         yield server
@@ -270,7 +270,8 @@ def start_celery_worker(
 
 def wait_until_ready(worker: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Wait until a worker started by :func:`start_celery_worker` consumes its queue."""
-    _wait(lambda: b" ready." in log.read_bytes(), worker, timeout, f"the worker logging to {log}")
+    what = f"the worker logging to {log}"
+    wait_for(lambda: b" ready." in log.read_bytes(), worker, timeout, what)
 
 
 def _http_answers(url: str) -> bool:
@@ -283,7 +284,8 @@ def _http_answers(url: str) -> bool:
         return False
 
 
-def _wait(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
+def wait_for(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll ``ready`` until true; fail if ``process`` exits first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while not ready():
         if process.poll() is not None:
@@ -439,7 +441,7 @@ class OwnRabbitMQ:
                 start_new_session=True,  # the node's Erlang processes too: see own_rabbitmq
             )  # fmt: skip
         self.ctl("wait", str(self.folder / "pid"), "--timeout", "120")
-        _wait(lambda: answers(self.port), self.process, 30, "the RabbitMQ node")
+        wait_for(lambda: answers(self.port), self.process, 30, "the RabbitMQ node")
 
     def stop(self) -> None:
         """Stop the node cleanly (as ``systemctl stop`` does): its connections are closed."""

@@ -43,6 +43,7 @@ from sc_assets_tests.integration.cluster import (
     postgres_database,
     postgres_url,
     relay_services,
+    wait_for,
 )
 from sc_assets_tests.integration.conftest import (
     PROJECT,
@@ -110,7 +111,7 @@ class Cluster:
             worker = host.popen(
                 ["bash", str(DEPLOY / "worker.sh")], env=env, stdout=console, stderr=console
             )
-        _wait_for(lambda: b" ready." in log.read_bytes(), worker, 120, f"worker on {host.name}")
+        wait_for(lambda: b" ready." in log.read_bytes(), worker, 120, f"worker on {host.name}")
         self.workers[host.name] = worker
         return worker
 
@@ -196,16 +197,6 @@ def rabbitmq_vhost() -> Iterator[str]:
 def _folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _wait_for(ready, process: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited ({process.returncode}) before it was ready")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 # --- what the demo and the test read back ----------------------------------------------------
